@@ -34,7 +34,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=32)
     args = ap.parse_args()
     films = sorted(args.films.glob("*.jpg"))[: args.limit] or sorted((ROOT / "assets/samples").glob("*.jpg"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(films)} films from {args.films}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(films)} films from {args.films}"
+    )
     seg = HandSegmenter()
     seg.set_image(read_film(films[0]).pixels)  # warm-up
     seg.segment()
@@ -42,8 +44,9 @@ def main() -> None:
     for path in films:
         px = read_film(path).pixels
         px12 = (255 - px).astype(np.uint16) * 16  # 12-bit, stored inverted as MONOCHROME1
-        data = make_dicom(px12, photometric="MONOCHROME1", bits_stored=12, window=(2048, 4096),
-                          transfer_syntax=RLELossless)
+        data = make_dicom(
+            px12, photometric="MONOCHROME1", bits_stored=12, window=(2048, 4096), transfer_syntax=RLELossless
+        )
         t = time.perf_counter()
         film = read_film(data)
         times["read_dicom"].append(time.perf_counter() - t)
@@ -63,11 +66,17 @@ def main() -> None:
     for k, v in times.items():
         print(f"{k:<12}{statistics.median(v):>10.3f}{statistics.mean(v):>10.3f}{max(v):>10.3f}")
     seg_total = [e + s for e, s in zip(times["encoder"], times["select"], strict=True)]
-    total = [sum(x) for x in zip(*(times[k] for k in ("read_dicom", "encoder", "select", "crop")), strict=True)]
-    print(f"segmentation (encoder + selection) per film: median {statistics.median(seg_total):.2f} s, "
-          f"max {max(seg_total):.2f} s")
-    print(f"whole film (read + segment + crop): mean {statistics.mean(total):.2f} s "
-          f"-> 100 films ~ {100 * statistics.mean(total) / 60:.1f} min (PNG writing not included)")
+    total = [
+        sum(x) for x in zip(*(times[k] for k in ("read_dicom", "encoder", "select", "crop")), strict=True)
+    ]
+    print(
+        f"segmentation (encoder + selection) per film: median {statistics.median(seg_total):.2f} s, "
+        f"max {max(seg_total):.2f} s"
+    )
+    print(
+        f"whole film (read + segment + crop): mean {statistics.mean(total):.2f} s "
+        f"-> 100 films ~ {100 * statistics.mean(total) / 60:.1f} min (PNG writing not included)"
+    )
 
 
 if __name__ == "__main__":

@@ -54,12 +54,12 @@ if data is not None:
     left.image(
         mask_overlay(film.pixels, seg.mask),
         caption=f"{name}: mask ({seg.segmenter})",
-        use_container_width=True,
+        width="stretch",
     )
     right.image(
         remove_background_and_crop(film.pixels, seg),
         caption="Background removed, cropped",
-        use_container_width=True,
+        width="stretch",
     )
     if q.flagged:
         st.warning("Check this mask: " + "; ".join(q.reasons))
