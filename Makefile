@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SAM    := weights/mobile_sam.pt
 PORT   ?= 8501
 
-.PHONY: run test setup weights lint benchmark contact-sheet clean
+.PHONY: run test setup weights lint benchmark contact-sheet train evaluate-val clean
 
 run: setup
 	$(PY) -m streamlit run app/main.py --server.port $(PORT)
@@ -38,6 +38,20 @@ lint: setup
 
 benchmark: setup
 	$(PY) benchmarks/bench_segmentation.py
+	$(PY) benchmarks/bench_model.py
+
+# The shipped model: train (about 100 min on 2 CPU cores; resumable), then export in half precision.
+CONFIG ?= configs/lite0-film-224.yaml
+RUN    ?= runs/lite0-film-224
+train: setup
+	$(VENV)/bin/boneage train --config $(CONFIG) --resume
+	$(VENV)/bin/boneage export --checkpoint $(RUN)/best.pt --out assets/models/boneage-lite0-224.pt \
+		--val-images ../shared/data/rsna-train/images --val-labels configs/splits/rsna-val.csv
+
+# The validation figures of the README and docs/MODEL_CARD.md, from the shipped model.
+evaluate-val: setup
+	$(VENV)/bin/boneage evaluate --images ../shared/data/rsna-train/images \
+		--labels configs/splits/rsna-val.csv --out out/eval-val
 
 # The contact sheet of the README: all full-resolution films of ../shared/data, overlays in one PNG.
 contact-sheet: setup

@@ -1,4 +1,6 @@
-"""The ``boneage`` command line: ``boneage preprocess|contact-sheet ...``."""
+"""The ``boneage`` command line: ``boneage preprocess|contact-sheet|train|evaluate|predict|export ...``.
+
+Several processes or GPUs: ``torchrun --nproc_per_node N -m boneage_core.cli train --config ...``."""
 
 from __future__ import annotations
 
@@ -38,6 +40,130 @@ def _contact_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_set(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig.from_yaml(args.config, _parse_set(args.set))
+    summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _predictor(args: argparse.Namespace):
+    from .predictor import BoneAgePredictor
+
+    return BoneAgePredictor(args.model, device=args.device, tta=not args.no_tta)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .evaluate import evaluate_folder
+
+    result = evaluate_folder(
+        args.images, args.labels, args.out, _predictor(args), batch_size=args.batch_size,
+        progress=lambda it: tqdm(it, unit="film", desc="evaluate", mininterval=2),
+    )
+    m = result.metrics
+    if m["n"] == 0:
+        print(f"no film could be evaluated ({m['n_unreadable']} unreadable, {m['n_missing']} missing)")
+        return 1
+    print(
+        f"n={m['n']}  MAE {m['mae_months']:.2f} mo  RMSE {m['rmse_months']:.2f}  bias {m['bias_months']:+.2f}  "
+        f"LoA [{m['loa_lower_months']:.1f}, {m['loa_upper_months']:.1f}]  within 6 mo {m['within_6_months']:.1%}  "
+        f"within 12 mo {m['within_12_months']:.1%}  ({m['seconds']:.0f} s)"
+    )
+    for u in result.unreadable:
+        print(f"unreadable: {u['id']}: {u['error']}", file=sys.stderr)
+    if result.missing:
+        print(f"{len(result.missing)} labelled ids have no film in {args.images}", file=sys.stderr)
+    print(f"-> {args.out / 'metrics.json'}, {args.out / 'predictions.csv'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .errors import BoneAgeError
+    from .film_io import read_film
+
+    predictor = _predictor(args)
+    failures = 0
+    if args.heatmap:
+        args.heatmap.mkdir(parents=True, exist_ok=True)
+    for path in args.files:
+        try:
+            film = read_film(path)
+            pred = predictor.predict_film(film, args.sex)
+        except (BoneAgeError, OSError) as e:
+            failures += 1
+            if args.json:
+                print(json.dumps({"file": str(path), "error": str(e)}))
+            else:
+                print(f"{path}: error: {e}", file=sys.stderr)
+            continue
+        record = {"file": str(path), **pred.to_dict(), "input_sha256": film.sha256}
+        if args.heatmap:
+            from PIL import Image
+
+            from .visual import heatmap_overlay
+
+            heat = predictor.explain(film.pixels, pred.sex == "M")
+            dest = args.heatmap / f"{Path(path).stem}_gradcam.png"
+            Image.fromarray(heatmap_overlay(film.pixels, heat, args.opacity)).save(dest)
+            record["heatmap"] = str(dest)
+        if args.json:
+            print(json.dumps(record))
+        else:
+            pm = f" +/- {pred.loa_halfwidth_months:.0f}" if pred.loa_halfwidth_months else ""
+            line = (f"{path}: {pred.years_months} ({pred.months:.1f}{pm} months)  sex {pred.sex} ({pred.sex_source})"
+                    f"  model {pred.model_version}")
+            print(line + (f"  heatmap {record['heatmap']}" if args.heatmap else ""))
+    return 1 if failures else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .model import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint)
+    sha = save_checkpoint(args.out, loaded.net, loaded.meta, half=not args.fp32)
+    if args.val_labels:
+        # Validate the exported (e.g. half-precision) weights themselves and store the figures, by age
+        # band too, in the checkpoint: they are the uncertainty each prediction reports.
+        from .evaluate import evaluate_folder
+        from .predictor import BoneAgePredictor
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = evaluate_folder(args.val_images, args.val_labels, Path(tmp), BoneAgePredictor(args.out))
+        meta = loaded.meta
+        meta.validation = {**meta.validation, "export": {k: v for k, v in result.metrics.items()
+                                                         if k not in ("unreadable", "missing", "images")}}
+        exported = load_checkpoint(args.out)
+        sha = save_checkpoint(args.out, exported.net, meta, half=not args.fp32)
+        m = result.metrics
+        print(f"validation of the exported weights: n={m['n']} MAE {m['mae_months']:.2f} months")
+    print(f"{args.out}: {loaded.meta.version}  weights sha256 {sha}  ({args.out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="bone-age checkpoint (default: the shipped one, or $BONEAGE_MODEL)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present, else cpu")
+    p.add_argument("--no-tta", action="store_true", help="no mirrored-film test-time augmentation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,12 +187,54 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--columns", type=int, default=8)
     c.set_defaults(func=_contact_sheet)
+
+    t = sub.add_parser("train", help="train the bone-age regressor from a YAML config")
+    t.add_argument("--config", type=Path, required=True, help="e.g. configs/lite0-film-224.yaml")
+    t.add_argument("--resume", action="store_true", help="continue from <out>/last.pt when it exists")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.epochs=2 (repeatable)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="predict a folder of labelled films; write metrics.json, predictions.csv")
+    e.add_argument("--images", type=Path, required=True, help="films named <id>.<ext> (PNG, JPEG, DICOM)")
+    e.add_argument("--labels", type=Path, required=True,
+                   help="id,boneage,male or 'Case ID,Sex,Ground truth bone age (months)'")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--batch-size", type=int, default=32)
+    _add_model_args(e)
+    e.set_defaults(func=_evaluate)
+
+    pr = sub.add_parser("predict", help="bone age of one or more films")
+    pr.add_argument("files", type=Path, nargs="+")
+    pr.add_argument("--sex", choices=["M", "F", "m", "f"], help="patient sex (default: from the DICOM header)")
+    pr.add_argument("--json", action="store_true", help="one JSON object per film")
+    pr.add_argument("--heatmap", type=Path, metavar="DIR", help="write a Grad-CAM overlay PNG per film here")
+    pr.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity (0-1)")
+    _add_model_args(pr)
+    pr.set_defaults(func=_predict)
+
+    x = sub.add_parser("export", help="write a training checkpoint as a shippable model (half precision)")
+    x.add_argument("--checkpoint", type=Path, required=True, help="e.g. runs/<name>/best.pt")
+    x.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-224.pt")
+    x.add_argument("--fp32", action="store_true", help="keep single precision")
+    x.add_argument("--val-labels", type=Path, help="validate the exported weights on these films and store the figures")
+    x.add_argument("--val-images", type=Path, help="folder of the validation films")
+    x.set_defaults(func=_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import BoneAgeError
+    from .labels import LabelFormatError
+    from .model import CheckpointError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (BoneAgeError, LabelFormatError, CheckpointError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"boneage {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
 
 
+#: The bone-age model shipped with the repository.
+DEFAULT_MODEL = REPO_ROOT / "assets" / "models" / "boneage-lite0-224.pt"
+
+
 def _path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser() if value else default
@@ -32,6 +36,8 @@ class Settings:
     #: "vit_t" (MobileSAM), "vit_b", "vit_l", "vit_h", or "auto" (from the file name / size).
     sam_model_type: str = "auto"
     data_dir: Path = field(default_factory=lambda: REPO_ROOT / "data")
+    #: The bone-age model checkpoint (default: the one shipped in assets/models/).
+    model_path: Path = field(default_factory=lambda: DEFAULT_MODEL)
     device: str = "auto"
     shared_data: Path = field(default_factory=lambda: REPO_ROOT.parent / "shared" / "data")
     #: Largest image side accepted when reading, in pixels (bigger films are refused, not resampled).
@@ -59,6 +65,7 @@ def get_settings() -> Settings:
         sam_checkpoint=_path("BONEAGE_SAM_CHECKPOINT", weights_dir / "mobile_sam.pt"),
         sam_model_type=os.environ.get("BONEAGE_SAM_MODEL_TYPE", base.sam_model_type),
         data_dir=_path("BONEAGE_DATA_DIR", base.data_dir),
+        model_path=_path("BONEAGE_MODEL", base.model_path),
         device=os.environ.get("BONEAGE_DEVICE", base.device),
         shared_data=_path("BONEAGE_SHARED_DATA", base.shared_data),
         max_side=int(os.environ.get("BONEAGE_MAX_SIDE", base.max_side)),

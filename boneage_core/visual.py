@@ -1,4 +1,4 @@
-"""Pictures for people: mask overlays on films. HW uint8 in, HWC uint8 RGB out."""
+"""Pictures for people: mask and heatmap overlays on films. HW uint8 in, HWC uint8 RGB out."""
 
 from __future__ import annotations
 
@@ -22,3 +22,17 @@ def mask_overlay(
     thickness = max(1, round(max(image.shape) / 500))
     cv2.drawContours(out, contours, -1, outline, thickness)
     return out
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """RGB image: ``image`` (HW uint8) under a JET colour map of ``heat`` (HW float in [0, 1]).
+
+    ``opacity`` 0 shows the film only, 1 the heatmap only; weak heat (< 0.15) stays transparent so the
+    film remains readable where the model did not look.
+    """
+    if heat.shape != image.shape[:2]:
+        raise ValueError(f"heatmap {heat.shape} does not match film {image.shape[:2]}")
+    rgb = np.repeat(image[:, :, None], 3, axis=2).astype(np.float32)
+    colour = cv2.applyColorMap((heat.clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+    alpha = (opacity * np.clip((heat - 0.15) / 0.35, 0, 1))[:, :, None]
+    return (rgb * (1 - alpha) + colour.astype(np.float32) * alpha).clip(0, 255).astype(np.uint8)

@@ -42,3 +42,20 @@ def fullres_films(shared_data: Path) -> list[Path]:
 def assets_samples() -> Path:
     """The repository's ``assets/samples`` folder (may be empty)."""
     return REPO_ROOT / "assets" / "samples"
+
+
+@pytest.fixture(scope="session")
+def rsna_train(shared_data: Path) -> Path:
+    """The 299x299 RSNA training copies folder (``images/`` and ``labels.csv``)."""
+    path = shared_data / "rsna-train"
+    if not (path / "labels.csv").is_file():
+        pytest.skip(f"no RSNA training copies in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def predictor():
+    """The shipped bone-age model (assets/models/ or $BONEAGE_MODEL); it must load from a clean clone."""
+    from boneage_core.predictor import BoneAgePredictor
+
+    return BoneAgePredictor()

@@ -1,0 +1,188 @@
+"""Evaluation of bone-age estimates against reference ages: metrics, and a whole folder of films.
+
+:func:`agreement_metrics` is pure numpy and is what the CLI, the benchmarks and the app dashboards
+use, so a figure means the same thing everywhere. Conventions: ``error = predicted - reference`` in
+months (positive: the model says older); Bland-Altman limits of agreement are
+``bias +/- 1.96 * SD(error)`` (sample SD, ``ddof=1``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BoneAgeError
+from .film_io import read_film
+from .labels import LabelRow, read_label_table
+from .preprocess import film_id, list_films
+
+#: Age bands of the by-band figures, in years: [lo, hi).
+AGE_BANDS_YEARS: tuple[tuple[int, int], ...] = ((0, 2), (2, 6), (6, 10), (10, 14), (14, 20))
+
+PREDICTION_FIELDS = [
+    "id",
+    "truth_months",
+    "predicted_months",
+    "error_months",
+    "sex",
+    "sex_source",
+    "model_version",
+    "weights_sha256",
+    "preprocess",
+]
+
+
+def _core(truth: np.ndarray, pred: np.ndarray) -> dict:
+    err = pred - truth
+    n = int(err.size)
+    if n == 0:
+        return {"n": 0}
+    sd = float(err.std(ddof=1)) if n > 1 else 0.0
+    bias = float(err.mean())
+    return {
+        "n": n,
+        "mae_months": float(np.abs(err).mean()),
+        "rmse_months": float(np.sqrt((err**2).mean())),
+        "bias_months": bias,
+        "sd_error_months": sd,
+        "loa_lower_months": bias - 1.96 * sd,
+        "loa_upper_months": bias + 1.96 * sd,
+        "median_abs_error_months": float(np.median(np.abs(err))),
+        "within_6_months": float((np.abs(err) <= 6).mean()),
+        "within_12_months": float((np.abs(err) <= 12).mean()),
+    }
+
+
+def band_label(lo: int, hi: int) -> str:
+    return f"{lo}-{hi} y"
+
+
+def agreement_metrics(truth: Sequence[float], pred: Sequence[float], male: Sequence[float | None] | None = None) -> dict:
+    """MAE, RMSE, bias, Bland-Altman limits, shares within 6 and 12 months; overall, by sex, by age band.
+
+    Args:
+        truth: reference bone ages in months.
+        pred: estimates in months, same order.
+        male: 1.0 / 0.0 / None per case (None: sex unknown, left out of the by-sex figures).
+    """
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    if t.shape != p.shape:
+        raise ValueError(f"truth {t.shape} and predictions {p.shape} differ in length")
+    out = _core(t, p)
+    if male is not None:
+        m = np.array([np.nan if v is None else float(v) for v in male])
+        out["by_sex"] = {
+            "F": _core(t[m == 0.0], p[m == 0.0]),
+            "M": _core(t[m == 1.0], p[m == 1.0]),
+        }
+    years = t / 12.0
+    out["by_age_band"] = {
+        band_label(lo, hi): _core(t[(years >= lo) & (years < hi)], p[(years >= lo) & (years < hi)])
+        for lo, hi in AGE_BANDS_YEARS
+    }
+    return out
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict
+    predictions: list[dict]
+    unreadable: list[dict]
+    missing: list[str]
+
+
+def evaluate_folder(
+    images: Path,
+    labels: Path,
+    out: Path,
+    predictor,  # BoneAgePredictor; not imported here to keep this module light
+    *,
+    batch_size: int = 32,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> EvaluationResult:
+    """Predict every labelled film of ``images`` and write ``metrics.json``, ``predictions.csv``,
+    ``unreadable.csv`` under ``out``. Films that cannot be read are listed, not fatal."""
+    rows: dict[str, LabelRow] = {r.id: r for r in read_label_table(labels)}
+    paths = {film_id(p): p for p in list_films(images, rows)}
+    missing = sorted(i for i in rows if i not in paths)
+    ids = [i for i in rows if i in paths]
+    prov = predictor.provenance()
+    t0 = time.perf_counter()
+
+    predictions: list[dict] = []
+    unreadable: list[dict] = []
+    batch: list[tuple[str, np.ndarray, str, str]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        months = predictor.predict_batch([b[1] for b in batch], [1.0 if b[2] == "M" else 0.0 for b in batch])
+        for (i, _, sex, source), m in zip(batch, months, strict=True):
+            truth = rows[i].boneage
+            predictions.append({
+                "id": i,
+                "truth_months": truth,
+                "predicted_months": round(float(m), 2),
+                "error_months": round(float(m) - truth, 2),
+                "sex": sex,
+                "sex_source": source,
+                "model_version": prov["model_version"],
+                "weights_sha256": prov["weights_sha256"],
+                "preprocess": prov["preprocess"] + ("+flip-tta" if prov["tta"] else ""),
+            })
+        batch.clear()
+
+    from .predictor import resolve_sex
+
+    for i in progress(ids) if progress else ids:
+        try:
+            film = read_film(paths[i])
+            sex, source = resolve_sex(rows[i].male, film)
+        except BoneAgeError as e:
+            unreadable.append({"id": i, "path": str(paths[i]), "error": str(e)})
+            continue
+        batch.append((i, film.pixels, sex, source))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    seconds = time.perf_counter() - t0
+
+    metrics = agreement_metrics(
+        [p["truth_months"] for p in predictions],
+        [p["predicted_months"] for p in predictions],
+        [1.0 if p["sex"] == "M" else 0.0 for p in predictions],
+    )
+    metrics.update({
+        "images": str(images),
+        "labels": str(labels),
+        "n_labelled": len(rows),
+        "n_unreadable": len(unreadable),
+        "n_missing": len(missing),
+        "unreadable": [u["id"] for u in unreadable],
+        "missing": missing[:100],
+        "seconds": round(seconds, 1),
+        **prov,
+    })
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "predictions.csv", PREDICTION_FIELDS, predictions)
+    _write_csv(out / "unreadable.csv", ["id", "path", "error"], unreadable)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(out / "metrics.json")
+    return EvaluationResult(metrics=metrics, predictions=predictions, unreadable=unreadable, missing=missing)
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)

