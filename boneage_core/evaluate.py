@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,34 @@ def agreement_metrics(truth: Sequence[float], pred: Sequence[float], male: Seque
         for lo, hi in AGE_BANDS_YEARS
     }
     return out
+
+
+def icc_a1(reference: Sequence[float], predicted: Sequence[float]) -> dict:
+    """ICC(A,1) between two raters (two-way random effects, absolute agreement, single measurement;
+    McGraw and Wong 1996, Shrout and Fleiss ICC(2,1)) via pingouin, with its 95 % confidence interval.
+
+    Returns ``{"icc": float, "ci95": [lo, hi]}``; ``icc`` is NaN with fewer than 3 cases.
+    """
+    r = np.asarray(reference, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    if r.size < 3:
+        return {"icc": float("nan"), "ci95": [float("nan"), float("nan")]}
+    import pandas as pd
+    import pingouin as pg
+
+    n = r.size
+    long = pd.DataFrame({
+        "case": np.tile(np.arange(n), 2),
+        "rater": ["reader"] * n + ["model"] * n,
+        "months": np.concatenate([r, p]),
+    })
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # Degenerate groups (identical ratings) give NaN, reported as such; pandas deprecations are noise.
+        warnings.simplefilter("ignore")
+        table = pg.intraclass_corr(data=long, targets="case", raters="rater", ratings="months").set_index("Type")
+    row = table.loc["ICC(A,1)"]
+    lo, hi = (float(v) for v in row["CI95"])
+    return {"icc": float(row["ICC"]), "ci95": [lo, hi]}
 
 
 @dataclass

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import MissingSexError
+from .errors import BoneAgeError, MissingSexError
 from .film_io import Film
 from .model import LoadedModel, load_checkpoint
 from .settings import get_settings
@@ -151,11 +151,25 @@ class BoneAgePredictor:
         """Bone age in months of one ``HW uint8`` film."""
         return float(self.predict_batch([pixels], [float(male)])[0])
 
-    def predict_film(self, film: Film, sex: str | bool | None = None) -> Prediction:
-        """Estimate for a :class:`Film`; ``sex`` ("M"/"F") overrides the DICOM header."""
+    def model_view(self, film: Film, segmentation=None) -> np.ndarray:
+        """The pixels this model reads: the film, or for a ``sam-crop`` model the SAM crop of it."""
+        if self.pre.view == "film":
+            return film.pixels
+        if segmentation is None:
+            raise BoneAgeError(f"model {self.version} reads the SAM-cropped hand: segment the film first")
+        from .segmentation import remove_background_and_crop
+
+        return remove_background_and_crop(film.pixels, segmentation)
+
+    def predict_film(self, film: Film, sex: str | bool | None = None, segmentation=None) -> Prediction:
+        """Estimate for a :class:`Film`; ``sex`` ("M"/"F") overrides the DICOM header.
+
+        ``segmentation`` (a :class:`boneage_core.segmentation.Segmentation` of the film) is needed only
+        by a model trained on SAM crops (``preprocess.view == "sam-crop"``).
+        """
         s, source = resolve_sex(sex, film)
         t = time.perf_counter()
-        months = self.predict(film.pixels, 1.0 if s == "M" else 0.0)
+        months = self.predict(self.model_view(film, segmentation), 1.0 if s == "M" else 0.0)
         return Prediction(
             months=months,
             sex=s,

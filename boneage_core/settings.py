@@ -36,6 +36,8 @@ class Settings:
     #: "vit_t" (MobileSAM), "vit_b", "vit_l", "vit_h", or "auto" (from the file name / size).
     sam_model_type: str = "auto"
     data_dir: Path = field(default_factory=lambda: REPO_ROOT / "data")
+    #: The review log (SQLite). Default: review.sqlite in data_dir.
+    review_db: Path = field(default_factory=lambda: REPO_ROOT / "data" / "review.sqlite")
     #: The bone-age model checkpoint (default: the one shipped in assets/models/).
     model_path: Path = field(default_factory=lambda: DEFAULT_MODEL)
     device: str = "auto"
@@ -60,11 +62,13 @@ def get_settings() -> Settings:
     """Settings from ``BONEAGE_*`` environment variables over the embedded defaults."""
     base = Settings()
     weights_dir = _path("BONEAGE_WEIGHTS_DIR", base.weights_dir)
+    data_dir = _path("BONEAGE_DATA_DIR", base.data_dir)
     return Settings(
         weights_dir=weights_dir,
         sam_checkpoint=_path("BONEAGE_SAM_CHECKPOINT", weights_dir / "mobile_sam.pt"),
         sam_model_type=os.environ.get("BONEAGE_SAM_MODEL_TYPE", base.sam_model_type),
-        data_dir=_path("BONEAGE_DATA_DIR", base.data_dir),
+        data_dir=data_dir,
+        review_db=_path("BONEAGE_REVIEW_DB", data_dir / "review.sqlite"),
         model_path=_path("BONEAGE_MODEL", base.model_path),
         device=os.environ.get("BONEAGE_DEVICE", base.device),
         shared_data=_path("BONEAGE_SHARED_DATA", base.shared_data),

@@ -46,9 +46,12 @@ class DataConfig:
     labels: str
     #: CSV whose ``id`` column lists the validation films (the fixed split, by id).
     val_ids: str
-    #: Keep at most this many training / validation films (for smoke tests); 0 = all.
+    #: Keep at most this many training / validation films (smoke tests, ablations on a subset); 0 = all.
     limit_train: int = 0
     limit_val: int = 0
+    #: Leave out labelled ids with no film in ``images`` (e.g. films whose SAM crop failed) instead of
+    #: stopping; the count left out is printed and stored in the checkpoint.
+    skip_missing: bool = False
 
 
 @dataclass
@@ -74,6 +77,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     out: str = "runs/{name}"
+    #: Start from the weights of this bone-age checkpoint instead of ImageNet (warm start, e.g. to
+    #: continue at a higher resolution); None: ImageNet.
+    init: str | None = None
     seed: int = 0
     #: Speed switches (CPU: channels_last + bf16 autocast roughly halves the step time).
     channels_last: bool = True
@@ -130,11 +136,14 @@ def read_rsna_labels(path: Path) -> dict[str, tuple[float, float]]:
 
 
 def load_film_set(images: Path, labels: dict[str, tuple[float, float]], ids: list[str],
-                  pre: PreprocessConfig) -> FilmSet:
+                  pre: PreprocessConfig, skip_missing: bool = False) -> FilmSet:
     paths = {film_id(p): p for p in list_films(images, ids)}
     missing = [i for i in ids if i not in paths]
-    if missing:
+    if missing and not skip_missing:
         raise FileNotFoundError(f"{len(missing)} films missing from {images}, e.g. {missing[:3]}")
+    if missing:
+        print(f"{len(missing)} of {len(ids)} labelled films have no file in {images}: left out")
+        ids = [i for i in ids if i in paths]
 
     def load(i: str) -> np.ndarray:
         return canonical_film(read_film(paths[i]).pixels, pre.canonical_side, pre.canonical_jpeg)
@@ -244,11 +253,21 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
     train_ids, val_ids, labels = split_ids(cfg)
     t0 = time.perf_counter()
-    train_set = load_film_set(Path(cfg.data.images), labels, train_ids, cfg.preprocess)
-    val_set = load_film_set(Path(cfg.data.images), labels, val_ids, cfg.preprocess) if d.main else None
+    train_set = load_film_set(Path(cfg.data.images), labels, train_ids, cfg.preprocess, cfg.data.skip_missing)
+    val_set = load_film_set(Path(cfg.data.images), labels, val_ids, cfg.preprocess, cfg.data.skip_missing) if d.main else None
     load_s = time.perf_counter() - t0
 
-    net = BoneAgeNet(cfg.arch, pretrained=True).to(d.device)
+    net = BoneAgeNet(cfg.arch, pretrained=cfg.init is None)
+    if cfg.init:
+        from .model import load_checkpoint
+
+        start = load_checkpoint(Path(cfg.init))
+        if start.meta.arch != cfg.arch:
+            raise ValueError(f"init checkpoint is {start.meta.arch}, the config says {cfg.arch}")
+        net.load_state_dict(start.net.state_dict())
+        if d.main:
+            print(f"initialised from {cfg.init} ({start.meta.version}, weights {start.weights_sha256[:12]})")
+    net = net.to(d.device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     from timm.utils import ModelEmaV3

@@ -143,3 +143,23 @@ def test_load_checkpoint_refuses_bad_files(tmp_path: Path):
     torch.save({"meta": {"format": 0}, "state_dict": {}}, stale)
     with pytest.raises(CheckpointError, match="format"):
         load_checkpoint(stale)
+
+
+def test_a_sam_crop_model_needs_the_segmentation(tmp_path: Path, fullres_films):
+    from boneage_core.errors import BoneAgeError
+    from boneage_core.predictor import BoneAgePredictor
+    from boneage_core.segmentation import classical_segment
+
+    net = BoneAgeNet(pretrained=False)
+    meta = ModelMeta(version="crop-test", arch="tf_efficientnet_lite0",
+                     preprocess=PreprocessConfig(input_size=64, view="sam-crop").to_dict())
+    save_checkpoint(tmp_path / "crop.pt", net, meta)
+    predictor = BoneAgePredictor(tmp_path / "crop.pt")
+    film = read_film(fullres_films[0])
+    with pytest.raises(BoneAgeError, match="SAM-cropped"):
+        predictor.predict_film(film, "F")
+    seg = classical_segment(film.pixels)
+    crop = predictor.model_view(film, seg)
+    assert crop.shape[0] < film.pixels.shape[0] or crop.shape[1] < film.pixels.shape[1]
+    pred = predictor.predict_film(film, "F", segmentation=seg)
+    assert pred.months == pytest.approx(predictor.predict(crop, False))

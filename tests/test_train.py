@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from boneage_core.model import load_checkpoint
-from boneage_core.train import TrainConfig, lr_at, train
+from boneage_core.train import TrainConfig, lr_at, split_ids, train
 
 
 def _config(tmp_path: Path, rsna_train: Path, **optim) -> Path:
@@ -65,6 +65,19 @@ def test_two_steps_then_resume(tmp_path: Path, rsna_train: Path):
     assert torch.load(out / "last.pt", weights_only=False)["step"] == 4
     assert _log_steps(out)[-1] == 4  # the log is appended to, not restarted
 
+    # A warm start from that checkpoint: with a vanishing learning rate the new model stays on it.
+    warm = TrainConfig.from_yaml(path, {"init": str(out / "best.pt"), "name": "warm", "optim.max_steps": 1,
+                                        "optim.lr": 1e-12})
+    before = load_checkpoint(out / "best.pt").net.state_dict()
+    assert train(warm, progress=False)["steps"] == 1
+    after = load_checkpoint(warm.out_dir / "best.pt").net.state_dict()
+    for key, value in before.items():
+        if value.is_floating_point() and "running" not in key:
+            torch.testing.assert_close(after[key], value, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="init checkpoint"):
+        train(TrainConfig.from_yaml(path, {"init": str(out / "best.pt"), "arch": "tf_efficientnet_lite1",
+                                           "name": "bad"}), progress=False)
+
     # The remaining steps finish the schedule (2 epochs x 5 steps), then a resume has nothing to do.
     done = train(TrainConfig.from_yaml(path, {"optim.max_steps": 0}), resume=True, progress=False)
     assert done["steps"] == done["total_steps"] == 10 and done["finished"]
@@ -98,3 +111,31 @@ def test_ddp_gloo_two_processes(tmp_path: Path, rsna_train: Path):
     # Global batch 16 over 40 films: 2 steps per epoch, so 2 steps end the first epoch.
     assert summary["total_steps"] == 4
     assert load_checkpoint(tmp_path / "runs" / "tiny" / "best.pt").meta.version == "test-tiny"
+
+
+def test_skip_missing_leaves_out_films_without_a_file(tmp_path: Path, rsna_train: Path):
+    images = tmp_path / "some"
+    images.mkdir()
+    path = _config(tmp_path, rsna_train, max_steps=1)
+    cfg = TrainConfig.from_yaml(path, {"data.images": str(images)})
+    ids, _, _ = split_ids(cfg)
+    for i in ids[:30] + ["1379"]:
+        src = rsna_train / "images" / f"{i}.jpg"
+        if src.is_file():
+            (images / src.name).write_bytes(src.read_bytes())
+    with pytest.raises(FileNotFoundError, match="missing"):
+        train(cfg, progress=False)
+    cfg = TrainConfig.from_yaml(path, {"data.images": str(images), "data.skip_missing": True})
+    train(cfg, progress=False)
+    assert load_checkpoint(cfg.out_dir / "best.pt").meta.training["n_train"] == 30
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_parse_and_name_their_split(config: Path):
+    cfg = TrainConfig.from_yaml(config)
+    assert cfg.version and cfg.name and cfg.preprocess.view in ("film", "sam-crop")
+    root = Path(__file__).resolve().parents[1]  # paths in configs are relative to the repository
+    assert (root / cfg.data.val_ids).is_file()
+    with open(root / cfg.data.val_ids) as f:
+        assert len(list(csv.DictReader(f))) == 1000
