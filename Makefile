@@ -39,6 +39,7 @@ lint: setup
 benchmark: setup
 	$(PY) benchmarks/bench_segmentation.py
 	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_app.py
 
 # The shipped model: train (about 100 min on 2 CPU cores; resumable), then export in half precision.
 CONFIG ?= configs/lite0-film-224.yaml

@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(pr)
     pr.set_defaults(func=_predict)
 
+    m = sub.add_parser("masks", help="put a preprocess manifest's masks in the review queue, or list usable ids")
+    m.add_argument("action", choices=["import", "usable"],
+                   help="import: queue the manifest's masks for review; usable: print the ids not rejected")
+    m.add_argument("manifest", type=Path, help="manifest.csv written by `boneage preprocess`")
+    m.add_argument("--db", type=Path, help="review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)")
+    m.set_defaults(func=_masks)
+
     x = sub.add_parser("export", help="write a training checkpoint as a shippable model (half precision)")
     x.add_argument("--checkpoint", type=Path, required=True, help="e.g. runs/<name>/best.pt")
     x.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-224.pt")
@@ -222,6 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--val-images", type=Path, help="folder of the validation films")
     x.set_defaults(func=_export)
     return parser
+
+
+def _masks(args: argparse.Namespace) -> int:
+    from .preprocess import read_manifest, usable_ids
+    from .review_log import ReviewLog
+    from .settings import get_settings
+
+    db = args.db or get_settings().review_db
+    if args.action == "import":
+        n = ReviewLog(db).import_manifest(args.manifest)
+        print(f"{n} new masks from {args.manifest} in the review queue of {db}")
+        return 0
+    ids = usable_ids(args.manifest, db if Path(db).exists() else None)
+    print(f"{len(ids)} of {len(read_manifest(Path(args.manifest)))} films usable (mask ok or flagged, not rejected)",
+          file=sys.stderr)
+    for i in ids:
+        print(i)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,3 +21,7 @@ class ImageSizeError(UnreadableFilmError):
 
 class MissingSexError(BoneAgeError, ValueError):
     """Patient sex is required (bone-age standards are sex-specific) but was not given nor found."""
+
+
+class NotARadiographError(UnreadableFilmError):
+    """A readable image that is plainly not a radiograph (e.g. a colour photograph)."""

@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_voi_lut, apply_windowing
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .errors import ImageSizeError, UnreadableFilmError
+from .errors import ImageSizeError, NotARadiographError, UnreadableFilmError
 from .settings import Settings, get_settings
 
 __all__ = ["Film", "FilmMetadata", "read_film", "sniff_format"]
@@ -271,6 +271,17 @@ def _read_raster(data: bytes, fmt: str, settings: Settings) -> np.ndarray:
     return _pil_to_gray(im)
 
 
+#: A colour image is refused as "not a radiograph" when its pixels differ between channels by more than
+#: COLOUR_CHROMA grey levels on average (a film saved as RGB, or photographed on a light box, stays far below).
+COLOUR_CHROMA = 24.0
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Mean (max - min over the channels) of an HWC uint8 image, on a subsample: 0 for a grey image."""
+    sub = rgb[:: max(1, rgb.shape[0] // 256), :: max(1, rgb.shape[1] // 256), :3].astype(np.int16)
+    return float((sub.max(axis=2) - sub.min(axis=2)).mean())
+
+
 def _pil_to_gray(im: Image.Image) -> np.ndarray:
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
         return _percentile_window(np.asarray(im))
@@ -278,6 +289,13 @@ def _pil_to_gray(im: Image.Image) -> np.ndarray:
         # Transparent parts become black (the film background).
         rgba = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), rgba)
+    if im.mode not in ("L", "LA", "1"):
+        chroma = colourfulness(np.asarray(im.convert("RGB")))
+        if chroma > COLOUR_CHROMA:
+            raise NotARadiographError(
+                f"This is a colour picture (mean channel spread {chroma:.0f} grey levels), not a radiograph: "
+                "upload the hand film itself (DICOM, or a grayscale PNG/JPEG export)."
+            )
     return np.asarray(im if im.mode == "L" else im.convert("L"))
 
 

@@ -114,6 +114,18 @@ def read_manifest(path: Path) -> dict[str, dict[str, str]]:
     return rows
 
 
+def usable_ids(manifest: Path, review_db: Path | None = None) -> list[str]:
+    """Ids of a manifest whose mask may be used: status ``ok`` or ``flagged``, and, when a review log
+    is given, not rejected there (the reader's latest decision on the film's latest mask)."""
+    rows = read_manifest(Path(manifest))
+    rejected: set[str] = set()
+    if review_db is not None:
+        from .review_log import ReviewLog
+
+        rejected = ReviewLog(review_db).rejected_inputs()
+    return [i for i, r in rows.items() if r["status"] in DONE and r["input_sha256"] not in rejected]
+
+
 class ManifestWriter:
     """Appends complete CSV rows, flushed and fsynced one at a time (a crash never tears a row)."""
 

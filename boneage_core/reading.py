@@ -17,10 +17,13 @@ The logic behind the app's Read page, kept here so that it is tested without Str
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .errors import UnreadableFilmError
 from .film_io import Film, read_film
+from .film_store import FilmStore
 from .predictor import BoneAgePredictor, Prediction, resolve_sex
 from .review_log import Case, ReviewLog
 from .segmentation import HandSegmenter, Segmentation, classical_segment
@@ -41,31 +44,90 @@ class FilmAnalysis:
     prediction: Prediction | None = None
 
 
+@dataclass
+class Refinement:
+    """A mask re-computed from a reader's prompt points, already in the log as the film's latest."""
+
+    segmentation: Segmentation
+    segmentation_id: int
+    #: True when SAM had to encode the film first (the first click on a film in this session).
+    encoded: bool
+
+
 class ReadingService:
+    """Reads films into the log. ``segmenter`` holds one film's SAM embedding: give each user session
+    its own (they are cheap over a shared SAM model), so that a click costs a decode, not an encode."""
+
     def __init__(self, log: ReviewLog, predictor: BoneAgePredictor, segmenter: HandSegmenter | None = None,
-                 sam_sha256: str | None = None):
+                 sam_sha256: str | None = None, store: FilmStore | None = None):
         self.log = log
         self.predictor = predictor
         self.segmenter = segmenter
         self.sam_sha256 = sam_sha256
+        self.store = store if store is not None else FilmStore(log.path.parent / "films")
+        self._encoded: str | None = None  # sha256 of the film whose embedding the segmenter holds
 
-    def analyse(self, data: bytes, name: str | None = None, sex: str | None = None) -> FilmAnalysis:
+    def analyse(self, data: bytes, name: str | None = None, sex: str | None = None,
+                chronological_age_months: float | None = None) -> FilmAnalysis:
+        """Read, segment, estimate and log one film (see the module docstring)."""
         film = read_film(data, name=name)
         known = self.log.find_film(film.sha256)
         if known is not None:
             case = self.log.latest(known)
             if case is not None and case.prediction_id is not None:
+                self.store.put(film.sha256, film.pixels)
                 mask = self.log.mask(case.segmentation_id) if case.segmentation_id else None
                 return FilmAnalysis(film=film, film_id=known, seen_before=True, case=case, mask=mask)
         resolve_sex(sex, film)  # MissingSexError now, before any work or write
-        seg = self.segment(film.pixels)
+        seg = self.segment(film.pixels, film.sha256)
         pred = self.predictor.predict_film(film, sex, segmentation=seg)
-        film_id, _, _ = self.log.record_analysis(film, seg, pred, sam_sha256=self.sam_sha256 if seg.segmenter != "classical" else None)
+        self.store.put(film.sha256, film.pixels)  # before the log rows: a logged film always has its pixels
+        film_id, _, _ = self.log.record_analysis(
+            film, seg, pred, sam_sha256=self.sam_sha256 if seg.segmenter != "classical" else None,
+            chronological_age_months=chronological_age_months,
+        )
         return FilmAnalysis(film=film, film_id=film_id, seen_before=False, case=self.log.latest(film_id),
                             mask=seg.mask, segmentation=seg, prediction=pred)
 
-    def segment(self, pixels: np.ndarray) -> Segmentation:
+    def segment(self, pixels: np.ndarray, sha256: str | None = None) -> Segmentation:
         if self.segmenter is None:
             return classical_segment(pixels)
-        self.segmenter.set_image(pixels)
+        self._encode(pixels, sha256)
         return self.segmenter.segment()
+
+    def _encode(self, pixels: np.ndarray, sha256: str | None) -> bool:
+        assert self.segmenter is not None
+        if sha256 is not None and sha256 == self._encoded and self.segmenter.is_image_set:
+            return False
+        self.segmenter.set_image(pixels)
+        self._encoded = sha256
+        return True
+
+    def pixels(self, film_id: int) -> np.ndarray:
+        """The film's pixels (HW uint8): from the film store, else from the manifest's source file."""
+        case = self.log.latest(film_id)
+        if case is None:
+            raise UnreadableFilmError(f"no film {film_id} in the log")
+        pixels = self.store.get(case.sha256)
+        if pixels is not None:
+            return pixels
+        _, source = self.log.film_source(film_id)
+        if source and Path(source).is_file():
+            return read_film(Path(source)).pixels
+        raise UnreadableFilmError(
+            f"The pixels of film {film_id} are not available (upload it again to review its mask).")
+
+    def refine(self, film_id: int, points: np.ndarray, labels: np.ndarray) -> Refinement:
+        """Re-run SAM on a film with the reader's points (Nx2 XY film pixels; labels 1 include, 0 exclude)
+        and log the result as the film's latest segmentation, waiting for a decision."""
+        if self.segmenter is None:
+            raise RuntimeError("re-prompting needs SAM; no SAM checkpoint is loaded")
+        case = self.log.latest(film_id)
+        if case is None:
+            raise UnreadableFilmError(f"no film {film_id} in the log")
+        encoded = False
+        if case.sha256 != self._encoded or not self.segmenter.is_image_set:
+            encoded = self._encode(self.pixels(film_id), case.sha256)
+        seg = self.segmenter.refine(points, labels)
+        seg_id = self.log.add_segmentation(film_id, seg, self.sam_sha256)
+        return Refinement(segmentation=seg, segmentation_id=seg_id, encoded=encoded)

@@ -79,6 +79,10 @@ class FilmRow(Base):
     chronological_age_months: Mapped[float | None] = mapped_column(Float)
     #: "upload" or "manifest:<path>".
     origin: Mapped[str] = mapped_column(String(300))
+    #: The film's id in its manifest (file name without extension); None for uploads.
+    source_id: Mapped[str | None] = mapped_column(String(300), index=True)
+    #: Where a manifest film's file is (to show it in the mask queue); None for uploads.
+    source_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_now)
 
 
@@ -192,37 +196,110 @@ class ReviewLog:
                     ))
 
     # ---------------------------------------------------------------------------------- writes
-    def record_film(self, film, origin: str = "upload") -> int:
-        """The id of ``film`` (a :class:`boneage_core.film_io.Film`), recorded once per sha256."""
+    def record_film(self, film, origin: str = "upload", *, sex: str | None = None,
+                    chronological_age_months: float | None = None) -> int:
+        """The id of ``film`` (a :class:`boneage_core.film_io.Film`), recorded once per sha256.
+
+        ``sex`` and ``chronological_age_months`` given by the reader win over the DICOM header's.
+        """
         m = film.meta
-        values = {
+        sex = sex if sex in ("M", "F") else m.sex
+        age = chronological_age_months if chronological_age_months is not None else m.chronological_age_months
+        return self._insert_film({
             "sha256": film.sha256,
             "pseudonym": m.pseudonym,
             "source_format": m.source_format,
             "width": int(film.pixels.shape[1]),
             "height": int(film.pixels.shape[0]),
-            "sex": m.sex if m.sex in ("M", "F") else None,
-            "chronological_age_months": m.chronological_age_months,
+            "sex": sex if sex in ("M", "F") else None,
+            "chronological_age_months": age,
             "origin": origin,
+            "source_id": None,
+            "source_path": None,
             "created_at": _now(),
-        }
+        })
+
+    def _insert_film(self, values: dict) -> int:
         with Session(self.engine) as s, s.begin():
             s.execute(sqlite_insert(FilmRow).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
-            return s.execute(select(FilmRow.id).where(FilmRow.sha256 == film.sha256)).scalar_one()
+            return s.execute(select(FilmRow.id).where(FilmRow.sha256 == values["sha256"])).scalar_one()
 
     def record_analysis(self, film, seg=None, pred=None, *, sam_sha256: str | None = None,
-                        origin: str = "upload") -> tuple[int, int | None, int | None]:
+                        origin: str = "upload", chronological_age_months: float | None = None
+                        ) -> tuple[int, int | None, int | None]:
         """Film, its segmentation and its estimate in one transaction: all three are logged or none.
 
         Returns ``(film_id, segmentation_id, prediction_id)``; the film row is reused if known.
         """
-        film_id = self.record_film(film, origin=origin)  # idempotent: a retry finds the same row
+        film_id = self.record_film(film, origin=origin, sex=pred.sex if pred is not None else None,
+                                   chronological_age_months=chronological_age_months)  # idempotent
         with Session(self.engine) as s, s.begin():
             seg_row = self._segmentation_row(film_id, seg, sam_sha256) if seg is not None else None
             pred_row = self._prediction_row(film_id, pred) if pred is not None else None
             s.add_all([r for r in (seg_row, pred_row) if r is not None])
             s.flush()
             return film_id, seg_row.id if seg_row else None, pred_row.id if pred_row else None
+
+    def import_manifest(self, manifest: Path | str) -> int:
+        """Put the masks of a ``boneage preprocess`` manifest in the mask queue; returns how many were new.
+
+        Each ``ok`` or ``flagged`` row becomes a film (known by its input sha256, pseudonym and sex from
+        the manifest; the pixels are not re-read) with its segmentation, the mask read from the
+        manifest's ``mask_path``. A film already holding a segmentation is left as it is, so importing
+        the same manifest twice adds nothing.
+        """
+        from .preprocess import DONE, read_manifest
+
+        manifest = Path(manifest)
+        rows = read_manifest(manifest)
+        if not rows:
+            raise ReviewLogError(f"{manifest}: no manifest rows (is it a `boneage preprocess` manifest.csv?)")
+        new = 0
+        for row in rows.values():
+            if row["status"] not in DONE:
+                continue
+            mask_path = Path(row["mask_path"])
+            if not mask_path.is_absolute():
+                mask_path = manifest.parent / mask_path
+            if not mask_path.is_file():
+                continue
+            from PIL import Image
+
+            mask = np.asarray(Image.open(mask_path).convert("L")) > 127
+            film_id = self._insert_film({
+                "sha256": row["input_sha256"],
+                "pseudonym": row["pseudonym"],
+                "source_format": Path(row["source"]).suffix.lower().lstrip(".") or "unknown",
+                "width": int(row["width"]),
+                "height": int(row["height"]),
+                "sex": row.get("sex") if row.get("sex") in ("M", "F") else None,
+                "chronological_age_months": None,
+                "origin": f"manifest:{manifest}"[:300],
+                "source_id": row["id"],
+                "source_path": str(Path(row["source"]).resolve()),
+                "created_at": _now(),
+            })
+            with Session(self.engine) as s, s.begin():
+                if s.execute(select(SegmentationRow.id).where(SegmentationRow.film_id == film_id)).first():
+                    continue
+                s.add(SegmentationRow(
+                    film_id=film_id, segmenter=row["segmenter"], sam_sha256=row.get("sam_sha256") or None,
+                    box=json.dumps([int(float(row[k])) for k in ("box_x0", "box_y0", "box_x1", "box_y1")]),
+                    score=float(row["score"] or "nan"), flagged=row["status"] == "flagged",
+                    prompts="{}", mask_png=mask_to_png(mask),
+                ))
+                new += 1
+        return new
+
+    def rejected_inputs(self) -> set[str]:
+        """sha256 of the films whose current mask (latest segmentation) was last decided "rejected"."""
+        return {c.sha256 for c in self.cases() if c.mask_decision == "rejected"}
+
+    def film_source(self, film_id: int) -> tuple[str | None, str | None]:
+        """``(manifest id, file path)`` of a film imported from a manifest; ``(None, None)`` for uploads."""
+        with Session(self.engine) as s:
+            row = s.get(FilmRow, film_id)
+            return (row.source_id, row.source_path) if row else (None, None)
 
     def latest(self, film_id: int) -> Case | None:
         """The :class:`Case` of one film, or None when the film is not in the log."""
@@ -320,6 +397,25 @@ class ReviewLog:
                 raise ReviewLogError(f"no segmentation {segmentation_id} in the log")
             return png_to_mask(row.mask_png)
 
+    def segmentation(self, segmentation_id: int) -> dict:
+        """One segmentation: ``film_id, segmenter, score, flagged, points (Nx2 film px), labels (N), mask``."""
+        with Session(self.engine) as s:
+            row = s.get(SegmentationRow, segmentation_id)
+            if row is None:
+                raise ReviewLogError(f"no segmentation {segmentation_id} in the log")
+            prompts = json.loads(row.prompts or "{}")
+            return {
+                "id": row.id,
+                "film_id": row.film_id,
+                "segmenter": row.segmenter,
+                "score": row.score,
+                "flagged": row.flagged,
+                "points": np.asarray(prompts.get("points", []), np.float32).reshape(-1, 2),
+                "labels": np.asarray(prompts.get("labels", []), np.int64).reshape(-1),
+                "mask": png_to_mask(row.mask_png),
+                "created_at": row.created_at,
+            }
+
     def mask_queue(self) -> list[int]:
         """Segmentations still waiting for a decision: the latest of each film, undecided; oldest first."""
         latest = {c.segmentation_id for c in self.cases() if c.segmentation_id and c.mask_decision is None}
@@ -337,7 +433,7 @@ class ReviewLog:
                                 "note": d.note})
             for p in s.scalars(select(PredictionRow).where(PredictionRow.film_id == film_id)):
                 out.append({"at": p.created_at, "kind": "prediction", "id": p.id, "months": p.months,
-                            "model_version": p.model_version})
+                            "model_version": p.model_version, "loa_halfwidth_months": p.loa_halfwidth_months})
             for r in s.scalars(select(ReadingRow).where(ReadingRow.film_id == film_id)):
                 out.append({"at": r.created_at, "kind": "reading " + r.action, "id": r.id, "reader": r.reader,
                             "months": r.months, "reason": r.reason})

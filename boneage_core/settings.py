@@ -40,6 +40,8 @@ class Settings:
     review_db: Path = field(default_factory=lambda: REPO_ROOT / "data" / "review.sqlite")
     #: The bone-age model checkpoint (default: the one shipped in assets/models/).
     model_path: Path = field(default_factory=lambda: DEFAULT_MODEL)
+    #: A ``boneage evaluate --out`` folder shown on the RSNA dashboard (default: the shipped model's validation).
+    rsna_eval_dir: Path = field(default_factory=lambda: REPO_ROOT / "assets" / "eval" / "rsna-val")
     device: str = "auto"
     shared_data: Path = field(default_factory=lambda: REPO_ROOT.parent / "shared" / "data")
     #: Largest image side accepted when reading, in pixels (bigger films are refused, not resampled).
@@ -70,6 +72,7 @@ def get_settings() -> Settings:
         data_dir=data_dir,
         review_db=_path("BONEAGE_REVIEW_DB", data_dir / "review.sqlite"),
         model_path=_path("BONEAGE_MODEL", base.model_path),
+        rsna_eval_dir=_path("BONEAGE_RSNA_EVAL", base.rsna_eval_dir),
         device=os.environ.get("BONEAGE_DEVICE", base.device),
         shared_data=_path("BONEAGE_SHARED_DATA", base.shared_data),
         max_side=int(os.environ.get("BONEAGE_MAX_SIDE", base.max_side)),

@@ -36,7 +36,7 @@ from . import __version__
 from .film_io import read_film
 from .labels import read_label_table
 from .model import AGE_MEAN, AGE_SCALE, BoneAgeNet, ModelMeta, save_checkpoint
-from .preprocess import film_id, list_films
+from .preprocess import film_id, list_films, usable_ids
 from .transforms import AugmentConfig, PreprocessConfig, TrainAugment, batch_to_model_input, canonical_film
 
 
@@ -52,6 +52,10 @@ class DataConfig:
     #: Leave out labelled ids with no film in ``images`` (e.g. films whose SAM crop failed) instead of
     #: stopping; the count left out is printed and stored in the checkpoint.
     skip_missing: bool = False
+    #: A ``boneage preprocess`` manifest.csv: only its usable films are trained and validated on
+    #: (status ok/flagged; with ``review_db``, minus the masks a reader rejected in the review log).
+    manifest: str = ""
+    review_db: str = ""
 
 
 @dataclass
@@ -133,6 +137,24 @@ def read_rsna_labels(path: Path) -> dict[str, tuple[float, float]]:
     if unknown:
         raise ValueError(f"{path}: training needs the sex of every film; missing for {unknown[:5]}")
     return {r.id: (r.boneage, r.male) for r in rows}
+
+
+def dataset_ids(cfg: TrainConfig, verbose: bool = False) -> tuple[list[str], list[str], dict]:
+    """:func:`split_ids`, then, with ``data.manifest``, only the films whose mask is usable there (status ok
+    or flagged and, with ``data.review_db``, not rejected by a reader)."""
+    train_ids, val_ids, labels = split_ids(cfg)
+    if cfg.data.manifest:
+        if not Path(cfg.data.manifest).is_file():
+            raise FileNotFoundError(f"data.manifest {cfg.data.manifest} does not exist: run `boneage preprocess` first")
+        db = Path(cfg.data.review_db) if cfg.data.review_db else None
+        usable = set(usable_ids(Path(cfg.data.manifest), db))
+        before = len(train_ids) + len(val_ids)
+        train_ids = [i for i in train_ids if i in usable]
+        val_ids = [i for i in val_ids if i in usable]
+        if verbose:
+            print(f"manifest {cfg.data.manifest}: {before - len(train_ids) - len(val_ids)} films without a usable "
+                  "mask left out")
+    return train_ids, val_ids, labels
 
 
 def load_film_set(images: Path, labels: dict[str, tuple[float, float]], ids: list[str],
@@ -251,7 +273,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     if d.device.type == "cpu" and d.world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // d.world))
 
-    train_ids, val_ids, labels = split_ids(cfg)
+    train_ids, val_ids, labels = dataset_ids(cfg, verbose=d.main)
     t0 = time.perf_counter()
     train_set = load_film_set(Path(cfg.data.images), labels, train_ids, cfg.preprocess, cfg.data.skip_missing)
     val_set = load_film_set(Path(cfg.data.images), labels, val_ids, cfg.preprocess, cfg.data.skip_missing) if d.main else None
@@ -394,6 +416,8 @@ def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     for k in sorted(set(old) | set(new)):
         key = f"{prefix}{k}"
         a, b = old.get(k), new.get(k)
+        if k not in old and b in ("", None, False, 0):  # a field added since, left at its default
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             changed += _config_changes(a, b, key + ".")
         elif a != b and key not in _RESUMABLE:

@@ -139,3 +139,30 @@ def test_shipped_configs_parse_and_name_their_split(config: Path):
     assert (root / cfg.data.val_ids).is_file()
     with open(root / cfg.data.val_ids) as f:
         assert len(list(csv.DictReader(f))) == 1000
+
+
+def test_a_manifest_keeps_only_films_whose_mask_is_usable_and_not_rejected(tmp_path: Path, rsna_train: Path):
+    from boneage_core.preprocess import preprocess_folder
+    from boneage_core.review_log import ReviewLog
+    from boneage_core.train import dataset_ids
+
+    path = _config(tmp_path, rsna_train)
+    train_ids, val_ids, _ = split_ids(TrainConfig.from_yaml(path, {}))
+    images = tmp_path / "films"
+    images.mkdir()
+    chosen = train_ids[:3] + val_ids[:2]
+    for i in chosen:
+        (images / f"{i}.jpg").write_bytes((rsna_train / "images" / f"{i}.jpg").read_bytes())
+    preprocess_folder(images, tmp_path / "pre", segmenter="classical")
+    manifest, db = tmp_path / "pre" / "manifest.csv", tmp_path / "review.sqlite"
+    cfg = TrainConfig.from_yaml(path, {"data.manifest": str(manifest)})
+    tr, va, _ = dataset_ids(cfg)
+    assert tr == train_ids[:3] and va == val_ids[:2]
+    log = ReviewLog(db)
+    log.import_manifest(manifest)
+    for seg_id in log.mask_queue():
+        source, _ = log.film_source(log.segmentation(seg_id)["film_id"])
+        log.decide_mask(seg_id, "rejected" if source in (train_ids[1], val_ids[0]) else "accepted", reader="dr_a")
+    cfg = TrainConfig.from_yaml(path, {"data.manifest": str(manifest), "data.review_db": str(db)})
+    tr, va, _ = dataset_ids(cfg)
+    assert tr == [train_ids[0], train_ids[2]] and va == [val_ids[1]]

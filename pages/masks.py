@@ -1,0 +1,131 @@
+"""Masks: the manual filtering step. Accept or reject each hand mask; click the film to re-prompt SAM."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import resources
+import streamlit as st
+from streamlit_image_coordinates import streamlit_image_coordinates
+
+from boneage_core.errors import BoneAgeError
+from boneage_core.visual import display_copy, mask_overlay, points_overlay
+
+DISPLAY_SIDE = 720
+
+st.title("Hand masks")
+svc = resources.service()
+review = svc.log
+
+with st.expander("Import a `boneage preprocess` manifest into the queue"):
+    manifest = st.text_input("manifest.csv path", placeholder="out/fullres/manifest.csv", key="manifest_path")
+    if st.button("Import", disabled=not manifest):
+        try:
+            n = review.import_manifest(manifest)
+            st.success(f"{n} new masks in the queue.")
+        except (BoneAgeError, OSError) as exc:
+            st.error(str(exc))
+
+if done := st.session_state.pop("mask_done", None):
+    st.success(done)
+queue = review.mask_queue()
+show_all = st.toggle("Include films already decided", key="masks_all")
+cases = {c.film_id: c for c in review.cases() if c.segmentation_id}
+film_ids = sorted(cases) if show_all else [review.segmentation(s)["film_id"] for s in queue]
+focus = st.session_state.pop("focus_film", None)
+if focus is not None and focus in cases:
+    st.session_state["masks_film"] = focus
+    if focus not in film_ids:
+        film_ids = [focus, *film_ids]
+st.caption(f"{len(queue)} masks waiting for a decision.")
+if not film_ids:
+    st.success("No masks waiting for a decision. Read films on the Read page, or import a manifest above.")
+    st.stop()
+if st.session_state.get("masks_film") not in film_ids:
+    st.session_state["masks_film"] = film_ids[0]
+
+
+def _label(fid: int) -> str:
+    c = cases[fid]
+    status = c.mask_decision or "undecided"
+    return f"case {fid} · {c.pseudonym} · {status}"
+
+
+film_id = st.selectbox("Film", film_ids, format_func=_label, key="masks_film")
+case = cases[film_id]
+seg = review.segmentation(case.segmentation_id)
+try:
+    pixels = svc.pixels(film_id)
+except BoneAgeError as exc:
+    st.error(str(exc))
+    st.stop()
+
+shown, scale = display_copy(pixels, DISPLAY_SIDE)
+mask_small, _ = display_copy(seg["mask"].astype(np.uint8), DISPLAY_SIDE)
+picture = points_overlay(mask_overlay(shown, mask_small > 0), seg["points"], seg["labels"], scale)
+
+left, right = st.columns([3, 2])
+with right:
+    mode = st.radio("A click on the film adds", ["include point", "exclude point"], horizontal=True, key="click_mode")
+    st.caption("Green dots: include; red crosses: exclude. Each click re-runs SAM's decoder on this film.")
+
+
+def refine(points: np.ndarray, labels: np.ndarray) -> None:
+    try:
+        t0 = time.perf_counter()
+        with st.spinner("Re-running SAM..."):
+            res = svc.refine(film_id, points, labels)
+        st.session_state["refine_note"] = (
+            f"New mask in {time.perf_counter() - t0:.2f} s"
+            + (" (the film was encoded first)" if res.encoded else " (decode only)")
+        )
+        st.rerun()
+    except (BoneAgeError, ValueError, RuntimeError) as exc:
+        st.error(str(exc))
+
+
+with left:
+    click = streamlit_image_coordinates(picture, key=f"click-{film_id}", width="stretch", cursor="crosshair")
+    st.caption(f"Case {film_id} · {seg['segmenter']} · mask score {seg['score']:.2f}"
+               + (" · flagged by the quality check" if seg["flagged"] else ""))
+if click and click.get("unix_time") != st.session_state.get(f"last-click-{film_id}"):
+    st.session_state[f"last-click-{film_id}"] = click.get("unix_time")
+    fx = click["x"] / (click.get("width") or shown.shape[1]) * pixels.shape[1]
+    fy = click["y"] / (click.get("height") or shown.shape[0]) * pixels.shape[0]
+    label = 1 if mode == "include point" else 0
+    refine(np.vstack([seg["points"], [[fx, fy]]]), np.append(seg["labels"], label))
+
+with right:
+    if note := st.session_state.pop("refine_note", None):
+        st.success(note)
+    with st.form("point_form"):
+        st.write("Or add a point by its film coordinates (pixels from the top left):")
+        c1, c2, c3 = st.columns(3)
+        x = c1.number_input("x", 0, pixels.shape[1] - 1, pixels.shape[1] // 2, key="point_x")
+        y = c2.number_input("y", 0, pixels.shape[0] - 1, pixels.shape[0] // 2, key="point_y")
+        kind = c3.selectbox("kind", ["include", "exclude"], key="point_kind")
+        if st.form_submit_button("Add point and re-run SAM"):
+            refine(np.vstack([seg["points"], [[x, y]]]), np.append(seg["labels"], 1 if kind == "include" else 0))
+    st.divider()
+    note = st.text_input("Note (optional)", key=f"mask_note-{seg['id']}")
+    reader = resources.reader()
+    if not reader:
+        st.warning("Enter your name in the sidebar to accept or reject masks.")
+    a, r = st.columns(2)
+    decision = None
+    if a.button("Accept mask", type="primary", disabled=not reader, key="accept", icon=":material/check:"):
+        decision = "accepted"
+    if r.button("Reject mask", disabled=not reader, key="reject", icon=":material/close:"):
+        decision = "rejected"
+    if decision:
+        try:
+            review.decide_mask(seg["id"], decision, reader, note)
+            st.session_state["mask_done"] = f"Mask of case {film_id} {decision} by {reader}."
+            st.rerun()
+        except BoneAgeError as exc:
+            st.error(str(exc))
+    if case.mask_decision:
+        st.info(f"Current decision: {case.mask_decision} by {case.mask_reader}.")
+    with st.expander("History of this film"):
+        st.dataframe([{k: v for k, v in e.items()} for e in review.history(film_id)], hide_index=True)

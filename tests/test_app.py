@@ -1,0 +1,371 @@
+"""Every page of the review app, driven headless with Streamlit's AppTest on real films, the shipped
+model, real SAM and a real SQLite log in a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from dicom_fixtures import make_dicom
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from boneage_core.film_io import read_film
+from boneage_core.film_store import FilmStore
+from boneage_core.predictor import Prediction
+from boneage_core.review_log import ReviewLog
+from boneage_core.segmentation import classical_segment
+from boneage_core.settings import get_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = str(ROOT / "app" / "main.py")
+PAGE = {name: f"../pages/{name}.py" for name in ("read", "masks", "log", "dashboards", "export")}
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data folder (review log, film store) for the app under test."""
+    folder = tmp_path / "data"
+    monkeypatch.setenv("BONEAGE_DATA_DIR", str(folder))
+    monkeypatch.delenv("BONEAGE_REVIEW_DB", raising=False)
+    get_settings.cache_clear()
+    yield folder
+    get_settings.cache_clear()
+
+
+def start(page: str = "read", reader: str | None = "dr_test") -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=300).run()
+    assert not at.exception
+    if reader:
+        at.sidebar.text_input[0].set_value(reader).run()
+    if page != "read":
+        at.switch_page(PAGE[page]).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader[0].set_value((name, data, "application/octet-stream")).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def fullres_label(path: Path) -> dict:
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO((path.parent / "labels.csv").read_text()))}
+    return rows[path.stem]
+
+
+def _prediction(months: float, sex: str) -> Prediction:
+    return Prediction(months=months, sex=sex, sex_source="given", model_version="fixed-model", weights_sha256="cd" * 32,
+                      preprocess="film/fixed/224px", tta=True, seconds=0.1, loa_halfwidth_months=15.0)
+
+
+# ------------------------------------------------------------------------------------------------ Read
+
+
+@pytest.mark.slow
+def test_read_full_res_film_asks_sex_then_shows_estimate_mask_and_heatmap(data_dir, fullres_films):
+    film = fullres_films[0]
+    truth = float(fullres_label(film)["boneage"])
+    male = fullres_label(film)["male"] == "True"
+    at = upload(start(), film.name, film.read_bytes())
+    assert "does not say the patient's sex" in at.warning[0].value
+    assert not at.metric, "no estimate before the sex is known"
+    assert not (data_dir / "review.sqlite").exists() or not ReviewLog(data_dir / "review.sqlite").cases()
+
+    at.radio[0].set_value("M" if male else "F")
+    at.text_input(key=[t.key for t in at.text_input if t.key and t.key.startswith("chron-")][0]).set_value("11y 3m")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    m = metrics(at)
+    months = float(m["Bone age"].split()[0])
+    assert abs(months - truth) < 36, (months, truth)
+    y, mo = (int(v) for v in re.findall(r"\d+", m["Years and months"]))
+    assert y * 12 + mo == round(months)
+    assert len(at.image) == 1
+    cases = ReviewLog(data_dir / "review.sqlite").cases()
+    assert len(cases) == 1
+    c = cases[0]
+    assert c.sex == ("M" if male else "F") and c.chronological_age_months == 135
+    assert c.segmentation_id and c.prediction_id and abs(c.predicted_months - months) < 0.05
+    assert c.sha256 == hashlib.sha256(film.read_bytes()).hexdigest()
+    assert any("Chronological age" in md.value and "11 y 3 m" in md.value for md in at.markdown)
+
+    heat = [t for t in at.toggle if t.key.startswith("heat-")][0]
+    heat.set_value(True).run()
+    assert not at.exception and len(at.image) == 1
+    assert "Grad-CAM" in at.image[0].proto.imgs[0].caption
+
+    # the same bytes again, in a new session: the existing record opens, nothing new is computed
+    at2 = upload(start(), "again.jpg", film.read_bytes())
+    assert "Seen before" in at2.info[0].value
+    assert float(metrics(at2)["Bone age"].split()[0]) == pytest.approx(months, abs=0.05)
+    assert len(ReviewLog(data_dir / "review.sqlite").cases()) == 1
+    assert len(ReviewLog(data_dir / "review.sqlite").history(c.film_id)) == 2  # one mask, one estimate
+
+
+@pytest.mark.slow
+def test_read_dicom_takes_sex_and_age_from_the_header_and_keeps_no_names(data_dir, fullres_films):
+    pixels = read_film(fullres_films[1]).pixels.astype(np.uint16) * 16  # 12-bit stored values
+    data = make_dicom(4095 - pixels, photometric="MONOCHROME1", bits_stored=12, sex="M", patient_name="Doe^John",
+                      patient_id="PID-4242")
+    at = upload(start(), "hand.dcm", data)
+    assert not at.warning and not at.error
+    assert 0 < float(metrics(at)["Bone age"].split()[0]) < 240
+    assert any("boy" in md.value for md in at.markdown)
+    log = ReviewLog(data_dir / "review.sqlite")
+    c = log.cases()[0]
+    assert c.sex == "M" and c.chronological_age_months is not None
+    log.engine.dispose()
+    stored = b"".join(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
+    assert b"Doe" not in stored and b"PID-4242" not in stored
+
+
+def _colour_picture(path: Path) -> bytes:
+    grey = read_film(path).pixels
+    buf = io.BytesIO()
+    Image.fromarray(cv2.applyColorMap(grey, cv2.COLORMAP_JET)[:, :, ::-1]).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("notes.txt", lambda p: b"patient: nobody\nage: 11\n", "not an image|text"),
+        ("scan.dcm", lambda p: make_dicom(read_film(p).pixels)[:3000], "truncated|damaged|corrupt"),
+        ("huge.bin", lambda p: np.random.default_rng(0).bytes(100 * 1024 * 1024), "not an image|unknown|format"),
+        ("cat.jpg", _colour_picture, "colour picture"),
+        ("dot.png", lambda p: _png(np.zeros((1, 1), np.uint8)), "small|pixel"),
+    ],
+    ids=["text", "truncated-dicom", "100MB-junk", "colour-photo", "1-pixel"],
+)
+def test_bad_upload_gives_a_clear_error_keeps_the_app_up_and_logs_nothing(data_dir, fullres_films, name, make,
+                                                                           message):
+    at = upload(start(), name, make(fullres_films[0]))
+    assert len(at.error) == 1 and name in at.error[0].value
+    assert re.search(message, at.error[0].value, re.IGNORECASE), at.error[0].value
+    assert not at.metric
+    at.switch_page(PAGE["log"]).run()  # the app is still up
+    assert not at.exception and "No estimates yet" in at.info[0].value
+    assert ReviewLog(data_dir / "review.sqlite").cases() == []
+
+
+# ----------------------------------------------------------------------------------------------- Masks
+
+
+@pytest.mark.slow
+def test_masks_reprompt_by_point_reject_then_accept_is_logged_with_its_reader(data_dir, fullres_films):
+    film = fullres_films[2]
+    at = upload(start(), "hand.dcm", make_dicom(read_film(film).pixels, sex="F"))
+    at.button(key=[b.key for b in at.button if b.key and b.key.startswith("to-masks")][0]).click().run()
+    assert not at.exception and at.title[0].value == "Hand masks"
+    assert "1 masks waiting" in at.caption[0].value
+    log = ReviewLog(data_dir / "review.sqlite")
+    case = log.cases()[0]
+    first = log.segmentation(case.segmentation_id)
+    h, w = first["mask"].shape
+
+    # an exclude point on the film's corner (background), then the mask is re-run from the prompts
+    at.number_input(key="point_x").set_value(5)
+    at.number_input(key="point_y").set_value(5)
+    at.selectbox(key="point_kind").set_value("exclude")
+    at.button(key=[b.key for b in at.button if "Add point" in b.label][0]).click().run()
+    assert not at.exception and not at.error
+    assert re.match(r"New mask in \d+\.\d+ s", at.success[0].value)
+    new = log.segmentation(log.cases()[0].segmentation_id)
+    assert new["id"] != first["id"] and len(new["points"]) == len(first["points"]) + 1
+    assert new["labels"][-1] == 0 and np.allclose(new["points"][-1], [5, 5], atol=1)
+    assert not new["mask"][:20, :20].any()
+    iou = (new["mask"] & first["mask"]).sum() / (new["mask"] | first["mask"]).sum()
+    assert iou > 0.8, iou  # still the hand
+
+    at.text_input(key=f"mask_note-{new['id']}").set_value("ring artefact")
+    at.button(key="reject").click().run()
+    assert "rejected by dr_test" in at.success[0].value
+    assert log.mask_queue() == []
+    at.toggle(key="masks_all").set_value(True).run()
+    at.button(key="accept").click().run()
+    c = log.cases()[0]
+    assert c.mask_decision == "accepted" and c.mask_reader == "dr_test"
+    kinds = [e["kind"] for e in log.history(c.film_id)]
+    assert kinds.count("segmentation") == 2 and "mask rejected" in kinds and "mask accepted" in kinds
+    assert (h, w) == new["mask"].shape
+
+
+def test_masks_need_a_reader_name(data_dir, fullres_films):
+    log = ReviewLog(data_dir / "review.sqlite")
+    film = read_film(fullres_films[0])
+    log.record_analysis(film, classical_segment(film.pixels), None)
+    FilmStore(data_dir / "films").put(film.sha256, film.pixels)
+    at = start("masks", reader=None)
+    assert at.button(key="accept").disabled and at.button(key="reject").disabled
+    assert "name in the sidebar" in at.warning[0].value
+
+
+def test_manifest_import_fills_the_queue_and_rejected_masks_leave_the_dataset(data_dir, fullres_films, tmp_path):
+    from boneage_core.preprocess import preprocess_folder, usable_ids
+
+    images = tmp_path / "films"
+    images.mkdir()
+    for p in fullres_films[:3]:
+        (images / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "pre"
+    preprocess_folder(images, out, segmenter="classical")
+    manifest = out / "manifest.csv"
+    ids = sorted(p.stem for p in fullres_films[:3])
+    assert sorted(usable_ids(manifest)) == ids
+
+    at = start("masks")
+    at.text_input(key="manifest_path").set_value(str(manifest)).run()
+    at.button[0].click().run()
+    assert not at.exception and "3 new masks" in at.success[0].value
+    assert "3 masks waiting" in " ".join(c.value for c in at.caption)
+    at.button[0].click().run()  # importing again adds nothing
+    assert "0 new masks" in at.success[0].value
+    first = at.selectbox(key="masks_film").value
+    at.button(key="reject").click().run()
+    log = ReviewLog(data_dir / "review.sqlite")
+    rejected_id, _ = log.film_source(first)
+    assert "2 masks waiting" in " ".join(c.value for c in at.caption)
+    assert sorted(usable_ids(manifest, data_dir / "review.sqlite")) == [i for i in ids if i != rejected_id]
+    assert len(at.image) == 0 or not at.exception  # the film was shown from its manifest source
+
+
+# ------------------------------------------------------------------------------------------------- Log
+
+
+def _fixed_log(path: Path, films, rows) -> ReviewLog:
+    """A log with one case per row ``(predicted, sex, reader, reference or None)``."""
+    log = ReviewLog(path)
+    for film, (pred, sex, reader, ref) in zip(films, rows, strict=False):
+        fid, _, pid = log.record_analysis(film, classical_segment(film.pixels), _prediction(pred, sex))
+        if reader:
+            log.add_reading(fid, pid, reader, ref, reason="" if ref is None else "fixed reference")
+    return log
+
+
+@pytest.fixture(scope="module")
+def eight_films(fullres_films):
+    return [read_film(p) for p in fullres_films[:8]]
+
+
+def test_log_page_confirms_and_corrects_with_reason_and_keeps_history(data_dir, eight_films):
+    log = _fixed_log(data_dir / "review.sqlite", eight_films[:1], [(120.0, "F", None, None)])
+    fid = log.cases()[0].film_id
+    at = start("log")
+    assert metrics(at)["Model"] == "120.0 months" and metrics(at)["Reader"] == "—"
+    at.button[0].click().run()  # confirm
+    assert "confirmed" in at.success[0].value
+    assert log.cases()[0].reference_months == 120.0 and log.cases()[0].reading_action == "confirmed"
+
+    at.radio(key="reading_action").set_value("Enter my bone age")
+    at.text_input(key="reading_age").set_value("10y 6m")
+    at.button[0].click().run()
+    assert "needs a reason" in at.error[0].value and log.cases()[0].reference_months == 120.0
+    at.text_input(key="reading_age").set_value("eleven")
+    at.text_area(key="reading_reason").set_value("distal radius")
+    at.button[0].click().run()
+    assert "Cannot read 'eleven'" in at.error[0].value
+    at.text_input(key="reading_age").set_value("10y 6m")
+    at.button[0].click().run()
+    assert "126.0 months" in at.success[0].value
+    c = log.cases()[0]
+    assert c.reference_months == 126.0 and c.reading_action == "corrected" and c.reader == "dr_test"
+    history = at.dataframe[0].value
+    assert list(history["kind"]).count("reading confirmed") == 1 and "reading corrected" in list(history["kind"])
+    assert fid == c.film_id
+
+
+# ------------------------------------------------------------------------------------------ Dashboards
+
+FIXED = [  # predicted, sex, reader, reference
+    (100.0, "F", "dr_a", 110.0),
+    (150.0, "M", "dr_a", 141.0),
+    (60.0, "F", "dr_b", 66.0),
+    (180.0, "M", "dr_b", 180.0),
+    (30.0, "M", "dr_a", 18.0),
+    (130.0, "F", "dr_b", 133.0),
+    (90.0, "M", None, None),  # not read: not on the hospital dashboard
+]
+
+
+def _reference(rows) -> dict:
+    """Agreement figures by the textbook formulas, independently of boneage_core."""
+    p = np.array([r[0] for r in rows])
+    t = np.array([r[3] for r in rows])
+    e = p - t
+    x = np.stack([t, p], axis=1)
+    n, k = x.shape
+    grand = x.mean()
+    msr = k * ((x.mean(axis=1) - grand) ** 2).sum() / (n - 1)
+    msc = n * ((x.mean(axis=0) - grand) ** 2).sum() / (k - 1)
+    sse = ((x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + grand) ** 2).sum()
+    mse = sse / ((n - 1) * (k - 1))
+    icc = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
+    return {"n": n, "mae": np.abs(e).mean(), "rmse": np.sqrt((e**2).mean()), "bias": e.mean(),
+            "w6": (np.abs(e) <= 6).mean(), "w12": (np.abs(e) <= 12).mean(), "icc": icc}
+
+
+def test_dashboard_figures_equal_an_independent_reference_and_filter_by_reader(data_dir, eight_films):
+    _fixed_log(data_dir / "review.sqlite", eight_films, FIXED)
+    at = start("dashboards")
+    hospital = {m.label: m.value for m in at.tabs[0].metric}
+    ref = _reference([r for r in FIXED if r[2]])
+    assert hospital["n"] == str(ref["n"])
+    assert hospital["MAE"] == f"{ref['mae']:.2f} m" and hospital["RMSE"] == f"{ref['rmse']:.2f} m"
+    assert hospital["Bias"] == f"{ref['bias']:+.2f} m"
+    assert hospital["Within 6 m"] == f"{ref['w6']:.0%}" and hospital["Within 12 m"] == f"{ref['w12']:.0%}"
+    assert hospital["ICC(A,1)"] == f"{ref['icc']:.3f}"
+
+    at.multiselect(key="dash_readers").set_value(["dr_a"]).run()
+    only_a = {m.label: m.value for m in at.tabs[0].metric}
+    ref_a = _reference([r for r in FIXED if r[2] == "dr_a"])
+    assert only_a["n"] == "3" and only_a["MAE"] == f"{ref_a['mae']:.2f} m"
+
+    # RSNA tab: the shipped model's validation outputs, recomputed here from its predictions.csv
+    rows = list(csv.DictReader(io.StringIO((get_settings().rsna_eval_dir / "predictions.csv").read_text())))
+    err = np.array([float(r["predicted_months"]) - float(r["truth_months"]) for r in rows])
+    rsna = {m.label: m.value for m in at.tabs[1].metric}
+    assert rsna["n"] == str(len(rows)) and rsna["MAE"] == f"{np.abs(err).mean():.2f} m"
+    assert rsna["Bias"] == f"{err.mean():+.2f} m"
+    assert not at.exception
+
+
+# ---------------------------------------------------------------------------------------------- Export
+
+
+def test_export_page_rows_hold_keys_and_provenance_but_no_identifiers(data_dir, eight_films):
+    log = _fixed_log(data_dir / "review.sqlite", eight_films[1:3], FIXED[:2])
+    dicom = read_film(make_dicom(eight_films[0].pixels, patient_name="Doe^Jane", patient_id="PID-0001", sex="F"))
+    fid, _, pid = log.record_analysis(dicom, classical_segment(dicom.pixels), _prediction(77.0, "F"))
+    log.add_reading(fid, pid, "dr_c", 80.0, reason="Jane's film looked older")
+    at = start("export")
+    agreement, cases = at.dataframe[0].value, at.dataframe[1].value
+    assert list(agreement["group"])[:3] == ["all", "sex F", "sex M"] and agreement["n"].iloc[0] == 3
+    assert len(cases) == 3 and set(cases["reader"]) == {"dr_a", "dr_c"}
+    assert set(cases["model_version"]) == {"fixed-model"} and set(cases["weights_sha256"]) == {"cd" * 32}
+    row = cases[cases["reader"] == "dr_c"].iloc[0]
+    assert row["pseudonym"] == dicom.meta.pseudonym and row["film_sha256"] == dicom.sha256
+    assert float(row["reference_months"]) == 80.0 and float(row["predicted_months"]) == 77.0
+    text = cases.to_csv() + agreement.to_csv()
+    assert "Doe" not in text and "PID-0001" not in text and "Jane" not in text
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Download agreement CSV", "Download per-case CSV"]
+    at.multiselect(key="export_readers").set_value(["dr_c"]).run()
+    assert len(at.dataframe[1].value) == 1

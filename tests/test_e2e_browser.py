@@ -1,0 +1,252 @@
+"""End to end in a real headless Chromium: what a new user does on the first day.
+
+``make run``-equivalent server (``streamlit run app/main.py``) on a fresh data folder; Selenium drives
+Debian's ``chromium`` + ``chromium-driver``. The user uploads a full-resolution RSNA film, answers the sex
+form, sees the mask, estimate and heatmap, clicks a point on the film (SAM re-runs), accepts the mask,
+corrects the age, sees the hospital dashboard change, and downloads the per-case CSV holding that case.
+Screenshots of every page go to ``test-output/e2e/``.
+
+Without a browser the test is skipped, unless ``BONEAGE_REQUIRE_BROWSER=1`` (set by ``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from boneage_core.review_log import ReviewLog
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-output" / "e2e"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.slow
+
+
+def _require_browser() -> None:
+    if Path(CHROMIUM).exists() and Path(DRIVER).exists():
+        return
+    msg = f"no Chromium ({CHROMIUM}) or chromedriver ({DRIVER}): apt-get install chromium chromium-driver"
+    if os.environ.get("BONEAGE_REQUIRE_BROWSER") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(tmp_path: Path):
+    """The app on a free port with its own data folder; yields (url, data folder)."""
+    port = _free_port()
+    data = tmp_path / "data"
+    env = {**os.environ, "BONEAGE_DATA_DIR": str(data)}
+    env.pop("BONEAGE_REVIEW_DB", None)
+    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("the app did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
+        yield url, data
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture()
+def browser(tmp_path: Path):
+    _require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1300",
+                "--disable-gpu"):
+        opts.add_argument(arg)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, xpath: str, timeout: float = 120):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(ec.visibility_of_element_located((By.XPATH, xpath)))
+
+
+def _button(driver, text: str, timeout: float = 60):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    xpath = f"//button[.//p[contains(normalize-space(.), {text!r})]]"
+    return WebDriverWait(driver, timeout).until(ec.element_to_be_clickable((By.XPATH, xpath)))
+
+
+def _idle(driver, timeout: float = 120) -> None:
+    """Wait until Streamlit has finished the current run (no 'Running...' status widget)."""
+    from selenium.webdriver.common.by import By
+
+    time.sleep(0.5)
+    end = time.time() + timeout
+    while time.time() < end:
+        if not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'):
+            return
+        time.sleep(0.3)
+    raise TimeoutError("the app kept running")
+
+
+def _nav(driver, title: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
+    next(a for a in links if a.text.strip().endswith(title)).click()
+    _wait(driver, f"//h1[contains(., {'Reading log' if title == 'Log' else title!r})]" if title != "Read" else
+          "//h1[contains(., 'Read films')]")
+    _idle(driver)
+
+
+def _shot(driver, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(server, browser, fullres_films):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, data = server
+    film = fullres_films[3]
+    d = browser
+    d.get(url)
+    _wait(d, "//h1[contains(., 'Read films')]", 180)
+    _idle(d, 180)
+    reader = d.find_element(By.CSS_SELECTOR, 'input[aria-label="Reader"]')
+    reader.send_keys("dr_e2e", Keys.ENTER)
+    _idle(d)
+
+    # the hospital dashboard before any reading
+    _nav(d, "Dashboards")
+    _wait(d, "//*[contains(text(), 'No cases match')]")
+    _shot(d, "01-dashboards-empty")
+
+    # Read: upload, answer the sex form, see estimate and mask; then the heatmap
+    _nav(d, "Read")
+    d.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(film))
+    _wait(d, "//label[.//p[contains(., 'Girl (F)')]]").click()
+    _button(d, "Estimate bone age").click()
+    value = _wait(d, "//*[@data-testid='stMetricValue']", 180)
+    _idle(d)
+    assert "months" in value.text
+    log = ReviewLog(data / "review.sqlite")
+    case = log.cases()[0]
+    assert value.text.startswith(f"{case.predicted_months:.1f}")
+    _shot(d, "02-read-estimate-mask")
+    d.find_element(By.XPATH, "//label[.//p[contains(., 'Grad-CAM heatmap')]]").click()
+    _wait(d, "//*[contains(text(), 'Grad-CAM++ of the predicted age')]")
+    _idle(d)
+    _shot(d, "03-read-heatmap")
+
+    # Masks: click an include point at the hand's centre on the film, then accept
+    _button(d, "Review mask").click()
+    _wait(d, "//h1[contains(., 'Hand masks')]")
+    _idle(d)
+    seg = log.segmentation(case.segmentation_id)
+    ys, xs = np.nonzero(seg["mask"])
+    h, w = seg["mask"].shape
+    target = np.array([np.median(xs), np.median(ys)])
+    frame = d.find_element(By.CSS_SELECTOR, 'iframe[title*="streamlit_image_coordinates"]')
+    d.switch_to.frame(frame)
+    img = _wait(d, "//img")
+    size = img.size
+    dx = target[0] / w * size["width"] - size["width"] / 2
+    dy = target[1] / h * size["height"] - size["height"] / 2
+    ActionChains(d).move_to_element_with_offset(img, int(dx), int(dy)).click().perform()
+    d.switch_to.default_content()
+    note = _wait(d, "//*[contains(text(), 'New mask in')]", 120)
+    _idle(d)
+    _shot(d, "04-masks-after-click")
+    clicked = log.segmentation(log.cases()[0].segmentation_id)
+    assert clicked["id"] != seg["id"] and clicked["labels"][-1] == 1
+    assert np.abs(clicked["points"][-1] - target).max() < 2 * w / size["width"] + 2, (clicked["points"][-1], target)
+    assert "s" in note.text
+    _button(d, "Accept mask").click()
+    _wait(d, "//*[contains(text(), 'accepted by dr_e2e')]")
+    _idle(d)
+    _shot(d, "05-masks-accepted")
+    assert log.cases()[0].mask_decision == "accepted"
+
+    # Log: correct the age with a reason
+    _nav(d, "Log")
+    d.find_element(By.XPATH, "//label[.//p[contains(., 'Enter my bone age')]]").click()
+    age = d.find_element(By.CSS_SELECTOR, 'input[aria-label^="Bone age"]')
+    age.send_keys("12y 6m")
+    d.find_element(By.CSS_SELECTOR, 'textarea[aria-label^="Reason"]').send_keys("carpal bones look older")
+    _button(d, "Save reading").click()
+    _wait(d, "//*[contains(text(), 'Saved: case')]")
+    _idle(d)
+    _shot(d, "06-log-corrected")
+    c = log.cases()[0]
+    assert c.reference_months == 150.0 and c.reading_action == "corrected" and c.reader == "dr_e2e"
+
+    # Dashboards: the hospital tab now holds that case
+    _nav(d, "Dashboards")
+    values = [e.text for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]')]
+    assert values[0] == "1" and values[1] == f"{abs(c.predicted_months - 150.0):.2f} m", values
+    _shot(d, "07-dashboards-one-case")
+
+    # Export: download the per-case CSV and read it back
+    _nav(d, "Export")
+    _shot(d, "08-export")
+    _button(d, "Download per-case CSV").click()
+    end = time.time() + 60
+    while time.time() < end and not list(d.downloads.glob("boneage-cases-*.csv")):
+        time.sleep(0.5)
+    files = list(d.downloads.glob("boneage-cases-*.csv"))
+    assert files, "no CSV downloaded"
+    text = files[0].read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["film_sha256"] == c.sha256 and row["pseudonym"] == c.pseudonym
+    assert float(row["reference_months"]) == 150.0 and row["reading_action"] == "corrected"
+    assert row["mask_decision"] == "accepted" and row["reader"] == "dr_e2e"
+    assert row["model_version"] == c.model_version and row["weights_sha256"] == c.weights_sha256
+    assert film.stem not in text
