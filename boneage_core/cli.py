@@ -214,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(pr)
     pr.set_defaults(func=_predict)
 
+    cp = sub.add_parser("compare", help="MAE of two evaluate runs on the same films, with a paired bootstrap CI")
+    cp.add_argument("a", type=Path, help="predictions.csv of run A")
+    cp.add_argument("b", type=Path, help="predictions.csv of run B")
+    cp.add_argument("--n-boot", type=int, default=5000)
+    cp.set_defaults(func=_compare)
+
     m = sub.add_parser("masks", help="put a preprocess manifest's masks in the review queue, or list usable ids")
     m.add_argument("action", choices=["import", "usable"],
                    help="import: queue the manifest's masks for review; usable: print the ids not rejected")
@@ -229,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--val-images", type=Path, help="folder of the validation films")
     x.set_defaults(func=_export)
     return parser
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .evaluate import compare_predictions
+
+    r = compare_predictions(args.a, args.b, n_boot=args.n_boot)
+    print(json.dumps(r, indent=2))
+    return 0
 
 
 def _masks(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ def _core(truth: np.ndarray, pred: np.ndarray) -> dict:
     n = int(err.size)
     if n == 0:
         return {"n": 0}
-    sd = float(err.std(ddof=1)) if n > 1 else 0.0
+    sd = float(err.std(ddof=1)) if n > 1 else float("nan")  # no spread, no limits of agreement, from one case
     bias = float(err.mean())
     return {
         "n": n,
@@ -58,6 +58,17 @@ def _core(truth: np.ndarray, pred: np.ndarray) -> dict:
         "within_6_months": float((np.abs(err) <= 6).mean()),
         "within_12_months": float((np.abs(err) <= 12).mean()),
     }
+
+
+def _json_ready(value):
+    """NaN -> None, recursively, so that metrics.json is strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 def band_label(lo: int, hi: int) -> str:
@@ -89,6 +100,41 @@ def agreement_metrics(truth: Sequence[float], pred: Sequence[float], male: Seque
         for lo, hi in AGE_BANDS_YEARS
     }
     return out
+
+
+def compare_predictions(a: Path | str, b: Path | str, n_boot: int = 5000, seed: int = 0) -> dict:
+    """Two ``predictions.csv`` of ``boneage evaluate`` on the same films: MAE of each, and the difference
+    ``MAE(b) - MAE(a)`` with a 95 % paired bootstrap interval (films resampled with replacement).
+
+    Only the films in both tables are compared (their count is ``n``); their reference ages must agree.
+    """
+    def load(path) -> dict[str, tuple[float, float]]:
+        with open(path, newline="") as fh:
+            return {r["id"]: (float(r["truth_months"]), float(r["predicted_months"])) for r in csv.DictReader(fh)}
+
+    ta, tb = load(a), load(b)
+    ids = sorted(set(ta) & set(tb))
+    if not ids:
+        raise BoneAgeError(f"{a} and {b} have no film in common")
+    bad = [i for i in ids if abs(ta[i][0] - tb[i][0]) > 1e-6]
+    if bad:
+        raise BoneAgeError(f"reference ages differ between the two tables, e.g. film {bad[0]}")
+    truth = np.array([ta[i][0] for i in ids])
+    ea = np.abs(np.array([ta[i][1] for i in ids]) - truth)
+    eb = np.abs(np.array([tb[i][1] for i in ids]) - truth)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    diffs = eb[idx].mean(axis=1) - ea[idx].mean(axis=1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "n": len(ids),
+        "mae_a": float(ea.mean()),
+        "mae_b": float(eb.mean()),
+        "mae_diff_b_minus_a": float(eb.mean() - ea.mean()),
+        "ci95": [float(lo), float(hi)],
+        "share_b_better": float((eb < ea).mean()),
+        "n_boot": n_boot,
+    }
 
 
 def icc_a1(reference: Sequence[float], predicted: Sequence[float]) -> dict:
@@ -203,7 +249,7 @@ def evaluate_folder(
     _write_csv(out / "predictions.csv", PREDICTION_FIELDS, predictions)
     _write_csv(out / "unreadable.csv", ["id", "path", "error"], unreadable)
     tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.write_text(json.dumps(_json_ready(metrics), indent=2))
     tmp.replace(out / "metrics.json")
     return EvaluationResult(metrics=metrics, predictions=predictions, unreadable=unreadable, missing=missing)
 

@@ -99,7 +99,7 @@ def agreement_rows(cases: Sequence[Case]) -> list[dict]:
         icc = icc_a1(ref, pred)
         row = {"group": name, "n": m["n"]}
         for k in AGREEMENT_FIELDS[2:9]:
-            row[k] = "" if k not in m else round(m[k], 4)
+            row[k] = "" if k not in m or m[k] != m[k] else round(m[k], 4)
         row["icc_a1"] = "" if icc["icc"] != icc["icc"] else round(icc["icc"], 4)
         row["icc_a1_ci95_lower"] = "" if icc["ci95"][0] != icc["ci95"][0] else icc["ci95"][0]
         row["icc_a1_ci95_upper"] = "" if icc["ci95"][1] != icc["ci95"][1] else icc["ci95"][1]

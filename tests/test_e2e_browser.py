@@ -231,6 +231,15 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     values = [e.text for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]')]
     assert values[0] == "1" and values[1] == f"{abs(c.predicted_months - 150.0):.2f} m", values
     _shot(d, "07-dashboards-one-case")
+    # a click on the case's point in the Bland-Altman plot shows it and opens it in the log
+    point = d.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"] g.points path.point')[0]
+    ActionChains(d).move_to_element(point).click().perform()
+    _wait(d, f"//h3[contains(., 'Case {c.film_id}')]")
+    _idle(d)
+    _shot(d, "07b-dashboards-point-clicked")
+    _button(d, "Open this case in the log").click()
+    _wait(d, "//h1[contains(., 'Reading log')]")
+    _wait(d, "//*[@data-testid='stMetricValue'][contains(., '150.0 months')]")
 
     # Export: download the per-case CSV and read it back
     _nav(d, "Export")

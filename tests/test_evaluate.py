@@ -119,3 +119,22 @@ def test_evaluate_folder_mixed_formats_and_bad_files(tmp_path: Path, fullres_fil
     errors = np.array([float(r["error_months"]) for r in rows.values()])
     assert metrics["mae_months"] == pytest.approx(np.abs(errors).mean(), abs=1e-6)
     assert len(result.predictions) == 3
+
+
+def test_compare_predictions_paired_bootstrap(tmp_path):
+    from boneage_core.evaluate import compare_predictions
+
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(10, 220, 200).round(1)
+    a = truth + rng.normal(0, 8, 200)
+    b = truth + rng.normal(0, 4, 200)
+    for name, pred in (("a", a), ("b", b)):
+        rows = ["id,truth_months,predicted_months"] + [f"{i},{t},{p}" for i, (t, p) in enumerate(zip(truth, pred, strict=True))]
+        (tmp_path / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    r = compare_predictions(tmp_path / "a.csv", tmp_path / "b.csv", n_boot=2000)
+    assert r["n"] == 200
+    assert r["mae_a"] == pytest.approx(np.abs(a - truth).mean()) and r["mae_b"] == pytest.approx(np.abs(b - truth).mean())
+    lo, hi = r["ci95"]
+    assert lo < r["mae_diff_b_minus_a"] < hi < 0  # b is clearly better
+    same = compare_predictions(tmp_path / "a.csv", tmp_path / "a.csv", n_boot=200)
+    assert same["mae_diff_b_minus_a"] == 0 and same["ci95"] == [0, 0]
