@@ -133,28 +133,61 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from .model import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint)
+    return _ship(args, loaded.net, loaded.meta)
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from .errors import BoneAgeError
+    from .model import ENSEMBLE_ARCH, EnsembleNet, ModelMeta, load_checkpoint
+
+    members = [load_checkpoint(p) for p in args.members]
+    if len({m.meta.preprocess["view"] for m in members}) != 1:
+        raise BoneAgeError("ensemble members must read the same view (all film or all sam-crop)")
+    members.sort(key=lambda m: -int(m.meta.preprocess["input_size"]))  # the largest input first
+    net = EnsembleNet([(m.meta.arch, int(m.meta.preprocess["input_size"])) for m in members])
+    for dst, m in zip(net.members, members, strict=True):
+        dst.load_state_dict(m.net.state_dict())
+    meta = ModelMeta(
+        version=args.version,
+        arch=ENSEMBLE_ARCH,
+        # The ensemble reads the canonical film; each member resizes it to its own input, as in training.
+        preprocess={**members[0].meta.preprocess, "input_size": int(members[0].meta.preprocess["canonical_side"])},
+        training={"members": [{"version": m.meta.version, "arch": m.meta.arch, "preprocess": m.meta.preprocess,
+                               "weights_sha256": m.weights_sha256, "validation": m.meta.validation.get("export"),
+                               "training": m.meta.training} for m in members]},
+        validation={},
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    return _ship(args, net.eval(), meta)
+
+
+def _ship(args: argparse.Namespace, net, meta) -> int:
+    """Save ``net`` for shipping (half precision unless --fp32); with validation labels, validate the saved
+    weights themselves and store the figures, by age band too, in the checkpoint: they are the uncertainty
+    each prediction reports."""
     import tempfile
 
     from .model import load_checkpoint, save_checkpoint
 
-    loaded = load_checkpoint(args.checkpoint)
-    sha = save_checkpoint(args.out, loaded.net, loaded.meta, half=not args.fp32)
+    sha = save_checkpoint(args.out, net, meta, half=not args.fp32)
     if args.val_labels:
-        # Validate the exported (e.g. half-precision) weights themselves and store the figures, by age
-        # band too, in the checkpoint: they are the uncertainty each prediction reports.
         from .evaluate import evaluate_folder
         from .predictor import BoneAgePredictor
 
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluate_folder(args.val_images, args.val_labels, Path(tmp), BoneAgePredictor(args.out))
-        meta = loaded.meta
         meta.validation = {**meta.validation, "export": {k: v for k, v in result.metrics.items()
                                                          if k not in ("unreadable", "missing", "images")}}
         exported = load_checkpoint(args.out)
         sha = save_checkpoint(args.out, exported.net, meta, half=not args.fp32)
         m = result.metrics
         print(f"validation of the exported weights: n={m['n']} MAE {m['mae_months']:.2f} months")
-    print(f"{args.out}: {loaded.meta.version}  weights sha256 {sha}  ({args.out.stat().st_size / 1e6:.1f} MB)")
+    print(f"{args.out}: {meta.version}  weights sha256 {sha}  ({args.out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -234,6 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--val-labels", type=Path, help="validate the exported weights on these films and store the figures")
     x.add_argument("--val-images", type=Path, help="folder of the validation films")
     x.set_defaults(func=_export)
+
+    en = sub.add_parser("ensemble", help="combine trained models into one shippable checkpoint (mean estimate)")
+    en.add_argument("members", type=Path, nargs="+", help="checkpoints (runs/<name>/best.pt or exported models)")
+    en.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-ens.pt")
+    en.add_argument("--version", required=True, help="version string of the ensemble")
+    en.add_argument("--fp32", action="store_true", help="keep single precision")
+    en.add_argument("--val-labels", type=Path, help="validate the ensemble on these films and store the figures")
+    en.add_argument("--val-images", type=Path, help="folder of the validation films")
+    en.set_defaults(func=_ensemble)
     return parser
 
 

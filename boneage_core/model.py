@@ -136,6 +136,42 @@ class BoneAgeNet(nn.Module):
         return y if normalised else y.float() * AGE_SCALE + AGE_MEAN
 
 
+#: ``meta.arch`` of an ensemble checkpoint; its members are listed in ``meta.training["members"]``.
+ENSEMBLE_ARCH = "ensemble"
+
+
+class EnsembleNet(nn.Module):
+    """The mean of several :class:`BoneAgeNet` in months, each at its own input size.
+
+    forward(x, male): ``x`` is the normalised canonical film (299 x 299); each member gets it resized to
+    its input size with the antialiased bilinear resize of
+    :func:`boneage_core.transforms.batch_to_model_input`. Resizing the normalised tensor equals normalising
+    the resized film (the resize weights sum to one), so each member sees exactly what it saw in training.
+    """
+
+    def __init__(self, members: list[tuple[str, int]]):
+        super().__init__()
+        self.sizes = [size for _, size in members]
+        self.members = nn.ModuleList(BoneAgeNet(arch, pretrained=False) for arch, _ in members)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The first member's backbone (the target of Grad-CAM)."""
+        return self.members[0].backbone
+
+    def forward(self, x: torch.Tensor, male: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        outs = []
+        for size, net in zip(self.sizes, self.members, strict=True):
+            xi = x
+            if x.shape[-1] != size:
+                xi = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                   antialias=size < x.shape[-1])
+            outs.append(net(xi, male, normalised=normalised))
+        return torch.stack(outs).mean(dim=0)
+
+
 def save_checkpoint(
     path: Path,
     model: nn.Module,
@@ -168,7 +204,7 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
 
 @dataclass
 class LoadedModel:
-    net: BoneAgeNet
+    net: BoneAgeNet | EnsembleNet
     meta: ModelMeta
     weights_sha256: str
     path: Path
@@ -194,7 +230,13 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
             raise CheckpointError(f"{path.name}: preprocessing metadata lacks {key!r}")
     state = payload["state_dict"]
     sha = weights_sha256(state)
-    net = BoneAgeNet(meta.arch, pretrained=False)
+    if meta.arch == ENSEMBLE_ARCH:
+        members = meta.training.get("members") or []
+        if not members:
+            raise CheckpointError(f"{path.name}: an ensemble checkpoint without members")
+        net = EnsembleNet([(m["arch"], int(m["preprocess"]["input_size"])) for m in members])
+    else:
+        net = BoneAgeNet(meta.arch, pretrained=False)
     try:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as e:

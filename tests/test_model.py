@@ -163,3 +163,39 @@ def test_a_sam_crop_model_needs_the_segmentation(tmp_path: Path, fullres_films):
     assert crop.shape[0] < film.pixels.shape[0] or crop.shape[1] < film.pixels.shape[1]
     pred = predictor.predict_film(film, "F", segmentation=seg)
     assert pred.months == pytest.approx(predictor.predict(crop, False))
+
+
+def test_ensemble_is_the_mean_of_its_members_each_at_its_own_input(tmp_path: Path, fullres_films):
+    from boneage_core.cli import main
+    from boneage_core.model import ENSEMBLE_ARCH, EnsembleNet
+    from boneage_core.predictor import BoneAgePredictor
+    from boneage_core.transforms import to_model_input
+
+    torch.manual_seed(0)
+    paths = []
+    for size in (64, 96):
+        net = BoneAgeNet(pretrained=False).eval()
+        meta = ModelMeta(version=f"m{size}", arch="tf_efficientnet_lite0",
+                         preprocess=PreprocessConfig(input_size=size).to_dict())
+        save_checkpoint(tmp_path / f"m{size}.pt", net, meta)
+        paths.append(tmp_path / f"m{size}.pt")
+    out = tmp_path / "ens.pt"
+    assert main(["ensemble", *map(str, paths), "--out", str(out), "--version", "ens-test", "--fp32"]) == 0
+    ens = load_checkpoint(out)
+    assert ens.meta.arch == ENSEMBLE_ARCH and isinstance(ens.net, EnsembleNet)
+    assert ens.net.sizes == [96, 64] and ens.meta.preprocess["input_size"] == 299
+    assert [m["version"] for m in ens.meta.training["members"]] == ["m96", "m64"]
+
+    film = read_film(fullres_films[0]).pixels
+    male = torch.tensor([1.0])
+    with torch.no_grad():
+        expected = np.mean([
+            float(load_checkpoint(p).net(to_model_input([film], load_checkpoint(p).meta.preprocess_config), male))
+            for p in paths
+        ])
+        got = float(ens.net(to_model_input([film], ens.meta.preprocess_config), male))
+    assert got == pytest.approx(expected, abs=1e-3)
+    pred = BoneAgePredictor(out, tta=False)
+    assert pred.predict(film, 1.0) == pytest.approx(expected, abs=1e-3)
+    heat = pred.explain(film, 1.0)
+    assert heat.shape == film.shape and np.isfinite(heat).all()
