@@ -29,10 +29,11 @@ with st.expander("Import a `boneage preprocess` manifest into the queue"):
 
 if done := st.session_state.pop("mask_done", None):
     st.success(done)
-queue = review.mask_queue()
 show_all = st.toggle("Include films already decided", key="masks_all")
 cases = {c.film_id: c for c in review.cases() if c.segmentation_id}
-film_ids = sorted(cases) if show_all else [review.segmentation(s)["film_id"] for s in queue]
+# the queue: each film's latest mask still undecided, oldest first (as ReviewLog.mask_queue)
+queue = sorted((c.segmentation_id, fid) for fid, c in cases.items() if c.mask_decision is None)
+film_ids = sorted(cases) if show_all else [fid for _, fid in queue]
 focus = st.session_state.pop("focus_film", None)
 if focus is not None and focus in cases:
     st.session_state["masks_film"] = focus

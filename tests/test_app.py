@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from dicom_fixtures import make_dicom
 from PIL import Image
+from reference_stats import icc_a1_by_hand
 from streamlit.testing.v1 import AppTest
 
 from boneage_core.film_io import read_film
@@ -310,14 +311,8 @@ def _reference(rows) -> dict:
     p = np.array([r[0] for r in rows])
     t = np.array([r[3] for r in rows])
     e = p - t
-    x = np.stack([t, p], axis=1)
-    n, k = x.shape
-    grand = x.mean()
-    msr = k * ((x.mean(axis=1) - grand) ** 2).sum() / (n - 1)
-    msc = n * ((x.mean(axis=0) - grand) ** 2).sum() / (k - 1)
-    sse = ((x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + grand) ** 2).sum()
-    mse = sse / ((n - 1) * (k - 1))
-    icc = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
+    n = len(rows)
+    icc = icc_a1_by_hand(np.stack([t, p], axis=1))
     return {"n": n, "mae": np.abs(e).mean(), "rmse": np.sqrt((e**2).mean()), "bias": e.mean(),
             "w6": (np.abs(e) <= 6).mean(), "w12": (np.abs(e) <= 12).mean(), "icc": icc}
 

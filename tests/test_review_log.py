@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dicom_fixtures import make_dicom
+from reference_stats import icc_a1_by_hand
 
 from boneage_core.film_io import read_film
 from boneage_core.predictor import Prediction
@@ -142,24 +143,13 @@ def test_two_readers_at_once_lose_nothing(log: ReviewLog, films):
     assert sorted({e["reader"] for e in readings}) == ["dr_a", "dr_b"]
 
 
-def _icc_a1_by_hand(x: np.ndarray) -> float:
-    """McGraw and Wong ICC(A,1) from the two-way ANOVA mean squares; x is (n cases, k raters)."""
-    n, k = x.shape
-    grand = x.mean()
-    msr = k * ((x.mean(axis=1) - grand) ** 2).sum() / (n - 1)
-    msc = n * ((x.mean(axis=0) - grand) ** 2).sum() / (k - 1)
-    sse = ((x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + grand) ** 2).sum()
-    mse = sse / ((n - 1) * (k - 1))
-    return (msr - mse) / (msr + (k - 1) * mse + k / n * (msc - mse))
-
-
 def test_icc_a1_matches_the_anova_formula():
     from boneage_core.evaluate import icc_a1
 
     ref = np.array([100.0, 120.0, 60.0, 200.0, 150.0, 30.0])
     pred = np.array([106.0, 110.0, 64.0, 190.0, 149.0, 41.0])
     got = icc_a1(ref, pred)
-    assert got["icc"] == pytest.approx(_icc_a1_by_hand(np.stack([ref, pred], 1)), abs=1e-9)
+    assert got["icc"] == pytest.approx(icc_a1_by_hand(np.stack([ref, pred], 1)), abs=1e-9)
     assert got["ci95"][0] < got["icc"] <= got["ci95"][1]
     # A constant offset lowers absolute agreement (A,1), unlike consistency.
     assert icc_a1(ref, ref + 30)["icc"] < 0.95
@@ -198,7 +188,7 @@ def test_exports_hold_keys_provenance_and_agreement(log: ReviewLog, films):
     assert float(agree["all"]["bias_months"]) == pytest.approx(-4 / 3, abs=1e-4)
     assert float(agree["reader dr_a"]["mae_months"]) == pytest.approx(5.0)
     assert float(agree["all"]["icc_a1"]) == pytest.approx(
-        _icc_a1_by_hand(np.stack([np.array(refs), np.array(preds)], 1)), abs=1e-4)
+        icc_a1_by_hand(np.stack([np.array(refs), np.array(preds)], 1)), abs=1e-4)
     assert agree["reader dr_b"]["icc_a1"] == ""  # one case: no ICC
 
 
