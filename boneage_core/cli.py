@@ -158,7 +158,7 @@ def _ensemble(args: argparse.Namespace) -> int:
         # The ensemble reads the canonical film; each member resizes it to its own input, as in training.
         preprocess={**members[0].meta.preprocess, "input_size": int(members[0].meta.preprocess["canonical_side"])},
         training={"members": [{"version": m.meta.version, "arch": m.meta.arch, "preprocess": m.meta.preprocess,
-                               "weights_sha256": m.weights_sha256, "validation": m.meta.validation.get("export"),
+                               "weights_sha256": m.weights_sha256, "validation": m.meta.validation,
                                "training": m.meta.training} for m in members]},
         validation={},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
