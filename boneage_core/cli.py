@@ -136,6 +136,8 @@ def _export(args: argparse.Namespace) -> int:
     from .model import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint)
+    if args.tta:
+        loaded.meta.preprocess["tta"] = args.tta
     return _ship(args, loaded.net, loaded.meta)
 
 
@@ -156,7 +158,8 @@ def _ensemble(args: argparse.Namespace) -> int:
         version=args.version,
         arch=ENSEMBLE_ARCH,
         # The ensemble reads the canonical film; each member resizes it to its own input, as in training.
-        preprocess={**members[0].meta.preprocess, "input_size": int(members[0].meta.preprocess["canonical_side"])},
+        preprocess={**members[0].meta.preprocess, "input_size": int(members[0].meta.preprocess["canonical_side"]),
+                    "tta": args.tta or members[0].meta.preprocess.get("tta", "flip")},
         training={"members": [{"version": m.meta.version, "arch": m.meta.arch, "preprocess": m.meta.preprocess,
                                "weights_sha256": m.weights_sha256, "validation": m.meta.validation,
                                "training": m.meta.training} for m in members]},
@@ -198,6 +201,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .transforms import TTA_VIEWS
+
     parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -264,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", type=Path, required=True, help="e.g. runs/<name>/best.pt")
     x.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-224.pt")
     x.add_argument("--fp32", action="store_true", help="keep single precision")
+    x.add_argument("--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with")
     x.add_argument("--val-labels", type=Path, help="validate the exported weights on these films and store the figures")
     x.add_argument("--val-images", type=Path, help="folder of the validation films")
     x.set_defaults(func=_export)
@@ -273,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-ens.pt")
     en.add_argument("--version", required=True, help="version string of the ensemble")
     en.add_argument("--fp32", action="store_true", help="keep single precision")
+    en.add_argument("--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with")
     en.add_argument("--val-labels", type=Path, help="validate the ensemble on these films and store the figures")
     en.add_argument("--val-images", type=Path, help="folder of the validation films")
     en.set_defaults(func=_ensemble)

@@ -210,7 +210,7 @@ def evaluate_folder(
                 "sex_source": source,
                 "model_version": prov["model_version"],
                 "weights_sha256": prov["weights_sha256"],
-                "preprocess": prov["preprocess"] + ("+flip-tta" if prov["tta"] else ""),
+                "preprocess": prov["preprocess"] + (f"+{prov['tta']}-tta" if prov["tta"] != "none" else ""),
             })
         batch.clear()
 

@@ -6,7 +6,8 @@
     heat = predictor.explain(pixels, male=True)   # HW float32 in [0, 1], the film's own size
 
 The film goes through :func:`boneage_core.transforms.to_model_input`, the same function used in
-training. With ``tta=True`` (default) the estimate is the mean over the film and its mirror image.
+training. With ``tta=True`` (default) the estimate is the mean over the test-time augmentation the
+checkpoint was validated with (``preprocess.tta``: the mirror image, or small zooms and rotations).
 Grad-CAM++ (the ``grad-cam`` package) targets the predicted age at the last feature map of the backbone,
 and the map is stretched back onto the film the reader sees (the inverse of the canonical stretch).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,7 @@ from .errors import BoneAgeError, MissingSexError
 from .film_io import Film
 from .model import LoadedModel, load_checkpoint
 from .settings import get_settings
-from .transforms import to_model_input
+from .transforms import to_model_input, tta_views
 
 
 def format_years_months(months: float) -> str:
@@ -49,7 +50,8 @@ class Prediction:
     model_version: str
     weights_sha256: str
     preprocess: str
-    tta: bool
+    #: Test-time augmentation: "none", "flip" or "geo4" (see boneage_core.transforms.TTA_VIEWS).
+    tta: str
     seconds: float
     #: Half-width of the 95 % limits of agreement on the validation films of the same age band
     #: (1.96 x SD of the error; all validation films when the band has fewer than 20), or None when
@@ -109,7 +111,8 @@ class BoneAgePredictor:
         self.model: LoadedModel = load_checkpoint(checkpoint or settings.model_path, self.device)
         self.net = self.model.net.to(memory_format=torch.channels_last)
         self.pre = self.model.meta.preprocess_config
-        self.tta = tta
+        #: The test-time augmentation in use: the one the checkpoint was validated with, or "none".
+        self.tta = self.pre.tta if tta else "none"
         self._lock = threading.Lock()
 
     # ---- provenance
@@ -142,9 +145,8 @@ class BoneAgePredictor:
         x = to_model_input(list(films), self.pre).to(self.device).contiguous(memory_format=torch.channels_last)
         m = torch.as_tensor(np.asarray(male, dtype=np.float32), device=self.device)
         with self._lock:
-            y = self.net(x, m)
-            if self.tta:
-                y = 0.5 * (y + self.net(torch.flip(x, dims=[3]), m))
+            views = tta_views(x, self.tta, self.pre)
+            y = torch.stack([self.net(v.contiguous(memory_format=torch.channels_last), m) for v in views]).mean(0)
         return y.double().cpu().numpy()
 
     def predict(self, pixels: np.ndarray, male: bool | float) -> float:
@@ -206,12 +208,22 @@ class BoneAgePredictor:
         """
         from pytorch_grad_cam import GradCAMPlusPlus
 
-        wrapped = _FixedSex(self.net, float(male)).eval()
-        x = to_model_input([pixels], self.pre).to(self.device)
-        with self._lock, GradCAMPlusPlus(model=wrapped, target_layers=[self.net.backbone.bn2]) as cam:
-            heat = cam(input_tensor=x, targets=[lambda out: out.sum()])[0]
-        heat = np.nan_to_num(heat.astype(np.float32), nan=0.0)
+        from .model import EnsembleNet
+
+        # An ensemble is explained by the mean of its members' maps, each on the input that member reads.
+        if isinstance(self.net, EnsembleNet):
+            members = [(net, replace(self.pre, input_size=size)) for net, size in zip(self.net.members, self.net.sizes,
+                                                                                     strict=True)]
+        else:
+            members = [(self.net, self.pre)]
         h, w = pixels.shape[:2]
-        heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
+        heat = np.zeros((h, w), np.float32)
+        for net, pre in members:
+            wrapped = _FixedSex(net, float(male)).eval()
+            x = to_model_input([pixels], pre).to(self.device)
+            with self._lock, GradCAMPlusPlus(model=wrapped, target_layers=[net.backbone.bn2]) as cam:
+                one = cam(input_tensor=x, targets=[lambda out: out.sum()])[0]
+            one = cv2.resize(np.nan_to_num(one.astype(np.float32), nan=0.0), (w, h), interpolation=cv2.INTER_LINEAR)
+            heat += one / one.max() if one.max() > 0 else one
         peak = float(heat.max())
         return (heat / peak).clip(0, 1) if peak > 0 else heat

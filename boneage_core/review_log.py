@@ -354,7 +354,7 @@ class ReviewLog:
             sex_source=pred.sex_source,
             model_version=pred.model_version,
             weights_sha256=pred.weights_sha256,
-            preprocess=pred.preprocess + ("+flip-tta" if pred.tta else ""),
+            preprocess=pred.preprocess + (f"+{pred.tta}-tta" if pred.tta not in ("none", False) else ""),
             loa_halfwidth_months=pred.loa_halfwidth_months,
         )
 

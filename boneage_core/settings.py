@@ -18,7 +18,7 @@ MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37
 
 
 #: The bone-age model shipped with the repository.
-DEFAULT_MODEL = REPO_ROOT / "assets" / "models" / "boneage-lite0-224.pt"
+DEFAULT_MODEL = REPO_ROOT / "assets" / "models" / "boneage-lite0-ens.pt"
 
 
 def _path(name: str, default: Path) -> Path:

@@ -408,7 +408,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
 
 #: Settings that may differ between a run and its resumption.
-_RESUMABLE = {"optim.max_steps", "optim.checkpoint_every", "data.images", "data.labels", "data.val_ids"}
+_RESUMABLE = {"preprocess.tta", "optim.max_steps", "optim.checkpoint_every", "data.images", "data.labels", "data.val_ids"}
 
 
 def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -49,6 +49,8 @@ class PreprocessConfig:
     view: str = "film"
     mean: float = GREY_MEAN
     std: float = GREY_STD
+    #: Test-time augmentation the model was validated with (a key of :data:`TTA_VIEWS`).
+    tta: str = "flip"
 
     def tag(self) -> str:
         jpeg = f"/jpeg{self.canonical_jpeg}" if self.canonical_jpeg else ""
@@ -60,6 +62,39 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+#: Test-time augmentation: the views of a normalised input ``(N, 1, S, S)`` averaged at inference.
+#: "flip": the film and its mirror image. "geo4": zoom 1.05 and 0.95, rotation +5 and -5 degrees, resampled
+#: as the training augmentation resamples (bilinear, zero padding). Training always sees resampled films,
+#: so every one of these views was estimated better than the untouched film on the validation set.
+TTA_VIEWS: dict[str, tuple[tuple[str, float], ...]] = {
+    "none": (("identity", 0.0),),
+    "flip": (("identity", 0.0), ("hflip", 0.0)),
+    "geo4": (("zoom", 1.05), ("zoom", 0.95), ("rotate", 5.0), ("rotate", -5.0)),
+}
+
+
+def tta_views(x: torch.Tensor, name: str, pre: PreprocessConfig) -> list[torch.Tensor]:
+    """The views of a normalised ``x`` (N, 1, S, S) for test-time augmentation ``name`` (:data:`TTA_VIEWS`)."""
+    if name not in TTA_VIEWS:
+        raise ValueError(f"unknown test-time augmentation {name!r}; known: {sorted(TTA_VIEWS)}")
+    out = []
+    for kind, value in TTA_VIEWS[name]:
+        if kind == "identity":
+            out.append(x)
+        elif kind == "hflip":
+            out.append(torch.flip(x, dims=[3]))
+        else:
+            a = np.deg2rad(value) if kind == "rotate" else 0.0
+            s = 1.0 / value if kind == "zoom" else 1.0
+            theta = torch.tensor([[s * np.cos(a), -s * np.sin(a), 0.0], [s * np.sin(a), s * np.cos(a), 0.0]],
+                                 dtype=x.dtype, device=x.device).expand(x.shape[0], 2, 3)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            img = x * pre.std + pre.mean  # as TrainAugment: resample in [0, 1], the border black
+            img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            out.append((img - pre.mean) / pre.std)
+    return out
 
 
 def canonical_film(pixels: np.ndarray, side: int = CANONICAL_SIDE, jpeg_quality: int | None = CANONICAL_JPEG) -> np.ndarray:

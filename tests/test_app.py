@@ -68,7 +68,7 @@ def fullres_label(path: Path) -> dict:
 
 def _prediction(months: float, sex: str) -> Prediction:
     return Prediction(months=months, sex=sex, sex_source="given", model_version="fixed-model", weights_sha256="cd" * 32,
-                      preprocess="film/fixed/224px", tta=True, seconds=0.1, loa_halfwidth_months=15.0)
+                      preprocess="film/fixed/224px", tta="flip", seconds=0.1, loa_halfwidth_months=15.0)
 
 
 # ------------------------------------------------------------------------------------------------ Read

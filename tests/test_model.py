@@ -199,3 +199,24 @@ def test_ensemble_is_the_mean_of_its_members_each_at_its_own_input(tmp_path: Pat
     assert pred.predict(film, 1.0) == pytest.approx(expected, abs=1e-3)
     heat = pred.explain(film, 1.0)
     assert heat.shape == film.shape and np.isfinite(heat).all()
+
+
+@pytest.mark.parametrize("name", ["none", "flip", "geo4"])
+def test_tta_views_shapes_and_borders(rsna_train: Path, name: str):
+    from boneage_core.transforms import TTA_VIEWS, tta_views
+
+    pre = PreprocessConfig(input_size=96)
+    film = read_film(rsna_train / "images" / "1377.jpg").pixels
+    x = to_model_input([film, film], pre)
+    views = tta_views(x, name, pre)
+    assert len(views) == len(TTA_VIEWS[name])
+    for v in views:
+        assert v.shape == x.shape and torch.isfinite(v).all()
+    if name == "flip":
+        assert torch.equal(views[1], torch.flip(x, dims=[3]))
+    if name == "geo4":
+        zoomed_out = views[1] * pre.std + pre.mean
+        assert float(zoomed_out[0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-6)  # black border, as in training
+        assert all(not torch.allclose(v, x) for v in views)
+    with pytest.raises(ValueError, match="unknown"):
+        tta_views(x, "tencrop", pre)

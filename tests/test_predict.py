@@ -16,7 +16,6 @@ from boneage_core.errors import MissingSexError
 from boneage_core.film_io import read_film
 from boneage_core.predictor import format_years_months, resolve_sex
 from boneage_core.settings import DEFAULT_MODEL
-from boneage_core.transforms import canonical_film
 from boneage_core.visual import heatmap_overlay
 
 
@@ -76,18 +75,25 @@ def test_full_resolution_and_training_copy_agree(fullres_estimates):
     assert diff.max() < 8
 
 
-def test_sex_matters_and_tta_is_the_mean_of_film_and_mirror(fullres_films, predictor):
+def test_sex_matters_and_tta_is_the_mean_of_its_views(fullres_films, predictor):
+    import torch
+
+    from boneage_core.transforms import to_model_input, tta_views
+
     pixels = read_film(fullres_films[0]).pixels
     boy, girl = predictor.predict(pixels, True), predictor.predict(pixels, False)
     assert boy != girl
-    canonical = canonical_film(pixels)  # the mirror is taken of what the network sees
-    predictor.tta = False
+    assert predictor.tta == predictor.pre.tta != "none"  # the TTA the checkpoint was validated with
+    x = to_model_input([pixels], predictor.pre)
+    with torch.no_grad():
+        views = [float(predictor.net(v, torch.tensor([1.0]))) for v in tta_views(x, predictor.tta, predictor.pre)]
+    assert len(views) >= 2 and boy == pytest.approx(np.mean(views), abs=0.05)
+    predictor.tta = "none"
     try:
-        plain = predictor.predict(canonical, True)
-        mirrored = predictor.predict(np.ascontiguousarray(canonical[:, ::-1]), True)
+        assert predictor.predict(pixels, True) == pytest.approx(views[0] if predictor.pre.tta == "flip" else
+                                                                float(predictor.net(x, torch.tensor([1.0]))), abs=0.05)
     finally:
-        predictor.tta = True
-    assert boy == pytest.approx((plain + mirrored) / 2, abs=0.05)
+        predictor.tta = predictor.pre.tta
 
 
 def test_predict_film_reads_sex_from_dicom_or_asks(fullres_films, predictor):

@@ -20,7 +20,7 @@ from boneage_core.segmentation import classical_segment
 
 def _prediction(months: float, sex: str = "F") -> Prediction:
     return Prediction(months=months, sex=sex, sex_source="given", model_version="test-model",
-                      weights_sha256="ab" * 32, preprocess="film/test/224px", tta=True, seconds=0.1,
+                      weights_sha256="ab" * 32, preprocess="film/test/224px", tta="flip", seconds=0.1,
                       loa_halfwidth_months=14.0)
 
 
