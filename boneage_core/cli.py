@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def _preprocess(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -144,25 +146,52 @@ def _export(args: argparse.Namespace) -> int:
 def _ensemble(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from .ensemble import choose_weights, load_members, member_predictions
     from .errors import BoneAgeError
-    from .model import ENSEMBLE_ARCH, EnsembleNet, ModelMeta, load_checkpoint
+    from .model import ENSEMBLE_ARCH, EnsembleNet, ModelMeta
+    from .transforms import PreprocessConfig
 
-    members = [load_checkpoint(p) for p in args.members]
-    if len({m.meta.preprocess["view"] for m in members}) != 1:
-        raise BoneAgeError("ensemble members must read the same view (all film or all sam-crop)")
-    members.sort(key=lambda m: -int(m.meta.preprocess["input_size"]))  # the largest input first
-    net = EnsembleNet([(m.meta.arch, int(m.meta.preprocess["input_size"])) for m in members])
+    members = load_members(args.members)
+    order = sorted(range(len(members)), key=lambda i: -int(members[i].preprocess["input_size"]))  # largest first
+    members = [members[i] for i in order]
+    if args.weights and len(args.weights) != len(members):
+        raise BoneAgeError(f"--weights has {len(args.weights)} numbers for {len(members)} members")
+    given = [args.weights[i] / sum(args.weights) for i in order] if args.weights else None
+    net = EnsembleNet([(m.arch, int(m.preprocess["input_size"])) for m in members], given)
     for dst, m in zip(net.members, members, strict=True):
         dst.load_state_dict(m.net.state_dict())
+    tta = args.tta or members[0].preprocess.get("tta", "flip")
+    # The ensemble reads the canonical film; each member resizes it to its own input, as in training.
+    preprocess = {**members[0].preprocess, "input_size": int(members[0].preprocess["canonical_side"]), "tta": tta}
+    tuning: dict = {}
+    if args.tune_labels:
+        if given:
+            raise BoneAgeError("give either --weights or --tune-labels, not both")
+        pre = PreprocessConfig.from_dict(preprocess)
+        ids, truth, preds = member_predictions(net, pre, args.tune_images, args.tune_labels, tta)
+        weights, mae = choose_weights(preds, truth)
+        tuning = {"labels": str(args.tune_labels), "n": len(ids), "mae_months": round(mae, 4),
+                  "member_mae_months": [round(float(np.abs(p - truth).mean()), 4) for p in preds],
+                  "uniform_mae_months": round(float(np.abs(preds.mean(0) - truth).mean()), 4),
+                  "chosen": {m.version: round(float(w), 4) for m, w in zip(members, weights, strict=True)}}
+        print(f"weights chosen on {len(ids)} films of {args.tune_labels}: "
+              + ", ".join(f"{m.version} {w:.2f} (alone {e:.2f})" for m, w, e in
+                          zip(members, weights, tuning["member_mae_months"], strict=True))
+              + f"; MAE {mae:.2f} (uniform {tuning['uniform_mae_months']:.2f})")
+        keep = [i for i, w in enumerate(weights) if w > 0]  # a member of weight 0 would only cost time
+        members, weights = [members[i] for i in keep], weights[keep]
+        net = EnsembleNet([(m.arch, int(m.preprocess["input_size"])) for m in members], weights.tolist())
+        for dst, m in zip(net.members, members, strict=True):
+            dst.load_state_dict(m.net.state_dict())
+    w = net.member_weights.tolist()
     meta = ModelMeta(
         version=args.version,
         arch=ENSEMBLE_ARCH,
-        # The ensemble reads the canonical film; each member resizes it to its own input, as in training.
-        preprocess={**members[0].meta.preprocess, "input_size": int(members[0].meta.preprocess["canonical_side"]),
-                    "tta": args.tta or members[0].meta.preprocess.get("tta", "flip")},
-        training={"members": [{"version": m.meta.version, "arch": m.meta.arch, "preprocess": m.meta.preprocess,
-                               "weights_sha256": m.weights_sha256, "validation": m.meta.validation,
-                               "training": m.meta.training} for m in members]},
+        preprocess=preprocess,
+        training={"members": [{"version": m.version, "arch": m.arch, "preprocess": m.preprocess,
+                               "weights_sha256": m.weights_sha256, "validation": m.validation,
+                               "training": m.training, "weight": round(wi, 6)} for m, wi in zip(members, w, strict=True)],
+                  "weights_tuning": tuning},
         validation={},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
@@ -275,11 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=_export)
 
     en = sub.add_parser("ensemble", help="combine trained models into one shippable checkpoint (mean estimate)")
-    en.add_argument("members", type=Path, nargs="+", help="checkpoints (runs/<name>/best.pt or exported models)")
+    en.add_argument("members", type=Path, nargs="+",
+                    help="checkpoints (<runs>/<name>/best.pt, exported models, or ensembles: their members)")
     en.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-ens.pt")
     en.add_argument("--version", required=True, help="version string of the ensemble")
     en.add_argument("--fp32", action="store_true", help="keep single precision")
     en.add_argument("--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with")
+    en.add_argument("--weights", type=float, nargs="+", help="member weights, in the order given (default: equal)")
+    en.add_argument("--tune-labels", type=Path,
+                    help="choose the member weights on these films (e.g. configs/splits/rsna-val-tune.csv)")
+    en.add_argument("--tune-images", type=Path, help="folder of the tune films")
     en.add_argument("--val-labels", type=Path, help="validate the ensemble on these films and store the figures")
     en.add_argument("--val-images", type=Path, help="folder of the validation films")
     en.set_defaults(func=_ensemble)

@@ -141,25 +141,34 @@ ENSEMBLE_ARCH = "ensemble"
 
 
 class EnsembleNet(nn.Module):
-    """The mean of several :class:`BoneAgeNet` in months, each at its own input size.
+    """The weighted mean of several :class:`BoneAgeNet` in months, each at its own input size.
 
     forward(x, male): ``x`` is the normalised canonical film (299 x 299); each member gets it resized to
     its input size with the antialiased bilinear resize of
     :func:`boneage_core.transforms.batch_to_model_input`. Resizing the normalised tensor equals normalising
     the resized film (the resize weights sum to one), so each member sees exactly what it saw in training.
+
+    ``member_weights`` ``(M,)`` sum to one (uniform unless chosen, e.g. on the tune half of the validation
+    split by :func:`boneage_core.ensemble.choose_weights`). It is a buffer, so the weights hash covers it;
+    checkpoints written before it existed load with uniform weights.
     """
 
-    def __init__(self, members: list[tuple[str, int]]):
+    def __init__(self, members: list[tuple[str, int]], weights: list[float] | None = None):
         super().__init__()
         self.sizes = [size for _, size in members]
         self.members = nn.ModuleList(BoneAgeNet(arch, pretrained=False) for arch, _ in members)
+        w = torch.full((len(members),), 1.0 / len(members)) if weights is None else torch.tensor(weights, dtype=torch.float32)
+        if w.shape != (len(members),) or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-4:
+            raise ValueError(f"ensemble weights must be {len(members)} non-negative numbers summing to 1, got {weights}")
+        self.register_buffer("member_weights", w)
 
     @property
     def backbone(self) -> nn.Module:
         """The first member's backbone (the target of Grad-CAM)."""
         return self.members[0].backbone
 
-    def forward(self, x: torch.Tensor, male: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+    def forward_members(self, x: torch.Tensor, male: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+        """Each member's estimate: ``(M, N)``."""
         import torch.nn.functional as F
 
         outs = []
@@ -169,7 +178,11 @@ class EnsembleNet(nn.Module):
                 xi = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                                    antialias=size < x.shape[-1])
             outs.append(net(xi, male, normalised=normalised))
-        return torch.stack(outs).mean(dim=0)
+        return torch.stack(outs)
+
+    def forward(self, x: torch.Tensor, male: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+        y = self.forward_members(x, male, normalised=normalised)
+        return (y * self.member_weights.to(y.dtype).view(-1, 1)).sum(dim=0)
 
 
 def save_checkpoint(
@@ -235,6 +248,8 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
         if not members:
             raise CheckpointError(f"{path.name}: an ensemble checkpoint without members")
         net = EnsembleNet([(m["arch"], int(m["preprocess"]["input_size"])) for m in members])
+        if "member_weights" not in state:  # written before ensembles had weights: the plain mean
+            state = {**state, "member_weights": net.member_weights.clone()}
     else:
         net = BoneAgeNet(meta.arch, pretrained=False)
     try:

@@ -210,20 +210,22 @@ class BoneAgePredictor:
 
         from .model import EnsembleNet
 
-        # An ensemble is explained by the mean of its members' maps, each on the input that member reads.
+        # An ensemble is explained by the weighted mean of its members' maps, each on the input that member reads.
         if isinstance(self.net, EnsembleNet):
-            members = [(net, replace(self.pre, input_size=size)) for net, size in zip(self.net.members, self.net.sizes,
-                                                                                     strict=True)]
+            members = [(net, replace(self.pre, input_size=size), float(w)) for net, size, w in
+                       zip(self.net.members, self.net.sizes, self.net.member_weights.tolist(), strict=True)]
         else:
-            members = [(self.net, self.pre)]
+            members = [(self.net, self.pre, 1.0)]
         h, w = pixels.shape[:2]
         heat = np.zeros((h, w), np.float32)
-        for net, pre in members:
+        for net, pre, weight in members:
+            if weight <= 0:
+                continue
             wrapped = _FixedSex(net, float(male)).eval()
             x = to_model_input([pixels], pre).to(self.device)
             with self._lock, GradCAMPlusPlus(model=wrapped, target_layers=[net.backbone.bn2]) as cam:
                 one = cam(input_tensor=x, targets=[lambda out: out.sum()])[0]
             one = cv2.resize(np.nan_to_num(one.astype(np.float32), nan=0.0), (w, h), interpolation=cv2.INTER_LINEAR)
-            heat += one / one.max() if one.max() > 0 else one
+            heat += weight * (one / one.max() if one.max() > 0 else one)
         peak = float(heat.max())
         return (heat / peak).clip(0, 1) if peak > 0 else heat

@@ -50,6 +50,9 @@ class Settings:
     min_side: int = 64
     #: Largest upload accepted, in bytes.
     max_bytes: int = 200 * 1024 * 1024
+    #: Where training runs keep their state (checkpoints, logs): outside the clone, so that a later
+    #: session on the same machine resumes them. ``{runs}`` in a config's ``out`` is this folder.
+    runs_dir: Path = field(default_factory=lambda: Path("~/boneage-runs").expanduser())
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -78,4 +81,5 @@ def get_settings() -> Settings:
         max_side=int(os.environ.get("BONEAGE_MAX_SIDE", base.max_side)),
         min_side=int(os.environ.get("BONEAGE_MIN_SIDE", base.min_side)),
         max_bytes=int(os.environ.get("BONEAGE_MAX_BYTES", base.max_bytes)),
+        runs_dir=_path("BONEAGE_RUNS", base.runs_dir),
     )

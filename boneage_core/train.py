@@ -46,6 +46,9 @@ class DataConfig:
     labels: str
     #: CSV whose ``id`` column lists the validation films (the fixed split, by id).
     val_ids: str
+    #: CSV whose ``id`` column lists films never trained on besides ``val_ids`` (e.g. the whole validation
+    #: split when ``val_ids`` is only its tune half: the report half must stay unseen).
+    exclude_ids: str = ""
     #: Keep at most this many training / validation films (smoke tests, ablations on a subset); 0 = all.
     limit_train: int = 0
     limit_val: int = 0
@@ -69,6 +72,9 @@ class OptimConfig:
     #: Stop after this many optimiser steps in this run (0 = no limit); for smoke tests.
     max_steps: int = 0
     checkpoint_every: int = 200
+    #: Freeze the stem and the first ``freeze_blocks`` stages of the backbone (weights and batch-norm
+    #: statistics): no backward pass through them, about 2x faster on a CPU. 0: train everything.
+    freeze_blocks: int = 0
 
 
 @dataclass
@@ -80,7 +86,8 @@ class TrainConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    out: str = "runs/{name}"
+    #: ``{runs}``: the runs folder of the settings (``$BONEAGE_RUNS``, default ``~/boneage-runs``).
+    out: str = "{runs}/{name}"
     #: Start from the weights of this bone-age checkpoint instead of ImageNet (warm start, e.g. to
     #: continue at a higher resolution); None: ImageNet.
     init: str | None = None
@@ -91,7 +98,9 @@ class TrainConfig:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out.format(name=self.name))
+        from .settings import get_settings
+
+        return Path(self.out.format(name=self.name, runs=get_settings().runs_dir)).expanduser()
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: dict | None = None) -> TrainConfig:
@@ -182,19 +191,23 @@ def load_film_set(images: Path, labels: dict[str, tuple[float, float]], ids: lis
 
 def split_ids(cfg: TrainConfig) -> tuple[list[str], list[str], dict[str, tuple[float, float]]]:
     labels = read_rsna_labels(Path(cfg.data.labels))
-    with open(cfg.data.val_ids, newline="") as f:
-        val = [row["id"].strip() for row in csv.DictReader(f)]
-    val_set = set(val)
-    unknown = [i for i in val if i not in labels]
+    val = _read_ids(Path(cfg.data.val_ids))
+    held = set(val) | (set(_read_ids(Path(cfg.data.exclude_ids))) if cfg.data.exclude_ids else set())
+    unknown = [i for i in held if i not in labels]
     if unknown:
-        raise ValueError(f"validation ids not in {cfg.data.labels}: {unknown[:5]}")
-    train = sorted((i for i in labels if i not in val_set), key=_id_key)
+        raise ValueError(f"validation or excluded ids not in {cfg.data.labels}: {sorted(unknown)[:5]}")
+    train = sorted((i for i in labels if i not in held), key=_id_key)
     val = sorted(val, key=_id_key)
     if cfg.data.limit_train:
         train = train[: cfg.data.limit_train]
     if cfg.data.limit_val:
         val = val[: cfg.data.limit_val]
     return train, val, labels
+
+
+def _read_ids(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return [row["id"].strip() for row in csv.DictReader(f)]
 
 
 def _id_key(i: str) -> tuple[int, str]:
@@ -228,6 +241,23 @@ def init_distributed() -> Dist:
 
 
 # ----------------------------------------------------------------------------------------- train
+
+
+def freeze_early(net: torch.nn.Module, blocks: int) -> list[torch.nn.Module]:
+    """Freeze the stem and the first ``blocks`` stages of ``net.backbone`` (a timm EfficientNet): their
+    parameters stop requiring gradients and their batch norms stay in eval mode. Returns the frozen modules
+    (to put back in eval mode after each ``net.train()``)."""
+    if blocks <= 0:
+        return []
+    bb = net.backbone
+    stages = list(bb.blocks)
+    if blocks > len(stages):
+        raise ValueError(f"freeze_blocks={blocks}, but {net.arch} has {len(stages)} stages")
+    modules = [bb.conv_stem, bb.bn1, *stages[:blocks]]
+    for m in modules:
+        m.requires_grad_(False)
+        m.eval()
+    return modules
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -289,6 +319,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         net.load_state_dict(start.net.state_dict())
         if d.main:
             print(f"initialised from {cfg.init} ({start.meta.version}, weights {start.weights_sha256[:12]})")
+    frozen = freeze_early(net, cfg.optim.freeze_blocks)
     net = net.to(d.device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -300,7 +331,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     decay, no_decay = [], []
     for p in net.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.optim.lr,
@@ -342,6 +374,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         bar = _progress(range(in_epoch, steps_per_epoch), enabled=progress and d.main,
                         desc=f"epoch {epoch + 1}/{cfg.optim.epochs}")
         net.train()
+        for module in frozen:
+            module.eval()
         for b in bar:
             idx = order[(b * d.world + d.rank) * cfg.optim.batch_size:][: cfg.optim.batch_size]
             x = batch_to_model_input(train_set.images[idx], cfg.preprocess)
@@ -358,7 +392,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             loss = F.l1_loss(pred.float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 5.0)
             opt.step()
             ema.update(net, step=step)
             step += 1

@@ -16,6 +16,8 @@ import yaml
 from boneage_core.model import load_checkpoint
 from boneage_core.train import TrainConfig, lr_at, split_ids, train
 
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 
 def _config(tmp_path: Path, rsna_train: Path, **optim) -> Path:
     val = tmp_path / "val.csv"
@@ -132,13 +134,17 @@ def test_skip_missing_leaves_out_films_without_a_file(tmp_path: Path, rsna_train
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")),
                          ids=lambda p: p.name)
-def test_shipped_configs_parse_and_name_their_split(config: Path):
+def test_shipped_configs_parse_and_never_train_on_the_validation_split(config: Path):
     cfg = TrainConfig.from_yaml(config)
     assert cfg.version and cfg.name and cfg.preprocess.view in ("film", "sam-crop")
     root = Path(__file__).resolve().parents[1]  # paths in configs are relative to the repository
-    assert (root / cfg.data.val_ids).is_file()
-    with open(root / cfg.data.val_ids) as f:
-        assert len(list(csv.DictReader(f))) == 1000
+    held = set()
+    for name in filter(None, (cfg.data.val_ids, cfg.data.exclude_ids)):
+        with open(root / name) as f:
+            held |= {r["id"] for r in csv.DictReader(f)}
+    with open(REPO_CONFIGS / "splits" / "rsna-val.csv") as f:
+        val = {r["id"] for r in csv.DictReader(f)}
+    assert val <= held  # the report half, in particular, is never trained on
 
 
 def test_a_manifest_keeps_only_films_whose_mask_is_usable_and_not_rejected(tmp_path: Path, rsna_train: Path):
@@ -166,3 +172,69 @@ def test_a_manifest_keeps_only_films_whose_mask_is_usable_and_not_rejected(tmp_p
     cfg = TrainConfig.from_yaml(path, {"data.manifest": str(manifest), "data.review_db": str(db)})
     tr, va, _ = dataset_ids(cfg)
     assert tr == [train_ids[0], train_ids[2]] and va == [val_ids[1]]
+
+
+def test_freeze_early_stops_gradients_and_batch_norm_updates(tmp_path: Path, rsna_train: Path):
+    from boneage_core.model import BoneAgeNet
+    from boneage_core.train import freeze_early
+
+    torch.manual_seed(0)
+    net = BoneAgeNet(pretrained=False)
+    frozen = freeze_early(net, 3)
+    assert net.backbone.conv_stem in frozen and net.backbone.blocks[2] in frozen and net.backbone.blocks[3] not in frozen
+    before = {k: v.clone() for k, v in net.backbone.blocks[0].state_dict().items()}
+    net.train()
+    for m in frozen:
+        m.eval()
+    x = torch.randn(4, 1, 64, 64)
+    net(x, torch.ones(4)).sum().backward()
+    assert all(p.grad is None for m in frozen for p in m.parameters())
+    assert net.backbone.blocks[3][0].conv_pw.weight.grad is not None
+    after = net.backbone.blocks[0].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running statistics untouched
+    with pytest.raises(ValueError, match="stages"):
+        freeze_early(BoneAgeNet(pretrained=False), 99)
+
+
+def test_frozen_run_trains_and_excluded_ids_are_never_trained_on(tmp_path: Path, rsna_train: Path):
+    path = _config(tmp_path, rsna_train, max_steps=2, freeze_blocks=2)
+    held = tmp_path / "held.csv"
+    with open(rsna_train / "labels.csv") as f, open(held, "w", newline="") as g:
+        rows = list(csv.DictReader(f))[12:20]  # not in the validation ids (the first 12)
+        w = csv.DictWriter(g, fieldnames=["id", "boneage", "male"])
+        w.writeheader()
+        w.writerows(rows)
+    cfg = TrainConfig.from_yaml(path, {"data.exclude_ids": str(held), "data.limit_train": 0})
+    train_ids, val_ids, _ = split_ids(cfg)
+    assert not ({r["id"] for r in rows} & set(train_ids)) and not (set(val_ids) & set(train_ids))
+    cfg = TrainConfig.from_yaml(path, {"data.exclude_ids": str(held)})
+    summary = train(cfg, progress=False)
+    assert summary["steps"] == 2
+    state = torch.load(cfg.out_dir / "last.pt", weights_only=False)
+    init = load_checkpoint(cfg.out_dir / "best.pt")
+    assert state["config"]["optim"]["freeze_blocks"] == 2 and init.meta.training["config"]["data"]["exclude_ids"]
+
+
+def test_runs_folder_comes_from_the_settings(monkeypatch, tmp_path: Path, rsna_train: Path):
+    from boneage_core.settings import get_settings
+
+    monkeypatch.setenv("BONEAGE_RUNS", str(tmp_path / "elsewhere"))
+    get_settings.cache_clear()
+    try:
+        cfg = TrainConfig.from_yaml(REPO_CONFIGS / "lite0-film-256-long.yaml")
+        assert cfg.out_dir == tmp_path / "elsewhere" / "lite0-film-256-long"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_tune_and_report_halves_split_the_validation_films_once_and_match():
+    def ids(name):
+        with open(REPO_CONFIGS / "splits" / name) as f:
+            return {r["id"]: (float(r["boneage"]), r["male"]) for r in csv.DictReader(f)}
+
+    val, tune, report = ids("rsna-val.csv"), ids("rsna-val-tune.csv"), ids("rsna-val-report.csv")
+    assert len(tune) == len(report) == 500 and not (set(tune) & set(report)) and set(tune) | set(report) == set(val)
+    assert all(val[i] == v for i, v in {**tune, **report}.items())
+    mean = lambda d: sum(a for a, _ in d.values()) / len(d)  # noqa: E731
+    assert abs(mean(tune) - mean(report)) < 1.0  # matched on bone age and sex
+    assert sum(s == "True" for _, s in tune.values()) == sum(s == "True" for _, s in report.values())

@@ -1,0 +1,115 @@
+"""Ensembles: weights chosen on tune films, members flattened from ensembles, old checkpoints still load."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from boneage_core.ensemble import choose_weights, load_members, member_predictions
+from boneage_core.film_io import read_film
+from boneage_core.model import BoneAgeNet, EnsembleNet, ModelMeta, load_checkpoint, save_checkpoint
+from boneage_core.transforms import PreprocessConfig, to_model_input
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "truth, preds, expected",
+    [
+        # the first member is exact: all the weight goes to it
+        ([10.0, 20.0, 30.0], [[10.0, 20.0, 30.0], [15.0, 25.0, 35.0]], [1.0, 0.0]),
+        # errors of opposite sign cancel at equal weights
+        ([10.0, 20.0], [[12.0, 22.0], [8.0, 18.0]], [0.5, 0.5]),
+        # three members, the third exact
+        ([5.0, 7.0], [[9.0, 9.0], [1.0, 1.0], [5.0, 7.0]], [0.0, 0.0, 1.0]),
+    ],
+)
+def test_choose_weights_finds_the_lowest_mae_on_the_simplex(truth, preds, expected):
+    w, mae = choose_weights(np.array(preds), np.array(truth))
+    assert w == pytest.approx(expected) and w.sum() == pytest.approx(1.0)
+    assert mae == pytest.approx(float(np.abs(np.array(expected) @ np.array(preds) - np.array(truth)).mean()))
+
+
+def test_choose_weights_prefers_uniform_on_ties():
+    same = np.array([[1.0, 2.0], [1.0, 2.0]])
+    w, _ = choose_weights(same, np.array([0.0, 0.0]))
+    assert w == pytest.approx([0.5, 0.5])
+
+
+def test_ensemble_weights_are_a_weighted_mean_and_bad_weights_are_refused():
+    torch.manual_seed(0)
+    ens = EnsembleNet([("tf_efficientnet_lite0", 64), ("tf_efficientnet_lite0", 96)], [0.25, 0.75]).eval()
+    x, m = torch.randn(2, 1, 128, 128), torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        each = ens.forward_members(x, m)
+        assert each.shape == (2, 2)
+        assert ens(x, m) == pytest.approx(0.25 * each[0] + 0.75 * each[1], abs=1e-4)
+    for bad in ([0.5], [0.7, 0.7], [-0.5, 1.5]):
+        with pytest.raises(ValueError, match="weights"):
+            EnsembleNet([("tf_efficientnet_lite0", 64), ("tf_efficientnet_lite0", 96)], bad)
+
+
+def test_shipped_ensemble_written_before_weights_loads_uniform_with_its_hash_unchanged():
+    path = REPO / "assets" / "models" / "boneage-lite0-ens.pt"
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if "member_weights" in raw["state_dict"]:
+        pytest.skip("the shipped ensemble already carries its weights")
+    loaded = load_checkpoint(path)
+    n = len(loaded.net.members)
+    assert loaded.net.member_weights.tolist() == pytest.approx([1 / n] * n)
+    from boneage_core.model import weights_sha256
+
+    assert loaded.weights_sha256 == weights_sha256(raw["state_dict"])
+
+
+def _tiny_member(tmp_path: Path, size: int, seed: int) -> Path:
+    torch.manual_seed(seed)
+    net = BoneAgeNet(pretrained=False).eval()
+    meta = ModelMeta(version=f"m{size}-{seed}", arch="tf_efficientnet_lite0",
+                     preprocess=PreprocessConfig(input_size=size).to_dict())
+    path = tmp_path / f"m{size}-{seed}.pt"
+    save_checkpoint(path, net, meta)
+    return path
+
+
+def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predictions(tmp_path: Path, rsna_train: Path):
+    from boneage_core.cli import main
+
+    a, b, c = _tiny_member(tmp_path, 64, 1), _tiny_member(tmp_path, 96, 2), _tiny_member(tmp_path, 80, 3)
+    inner = tmp_path / "inner.pt"
+    assert main(["ensemble", str(a), str(b), "--out", str(inner), "--version", "inner", "--fp32", "--tta", "none"]) == 0
+    assert [m.version for m in load_members([inner, c])] == ["m96-2", "m64-1", "m80-3"]
+    with pytest.raises(Exception, match="twice"):
+        load_members([inner, a])
+
+    tune = tmp_path / "tune.csv"
+    with open(rsna_train / "labels.csv") as f, open(tune, "w", newline="") as g:
+        rows = list(csv.DictReader(f))[:16]
+        w = csv.DictWriter(g, fieldnames=["id", "boneage", "male"])
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "tuned.pt"
+    assert main(["ensemble", str(inner), str(c), "--out", str(out), "--version", "tuned", "--fp32", "--tta", "none",
+                 "--tune-images", str(rsna_train / "images"), "--tune-labels", str(tune)]) == 0
+    ens = load_checkpoint(out)
+    tuning = ens.meta.training["weights_tuning"]
+    assert tuning["n"] == 16 and tuning["mae_months"] <= min(tuning["member_mae_months"]) + 1e-6
+    assert tuning["mae_months"] <= tuning["uniform_mae_months"] + 1e-6
+    weights = ens.net.member_weights.tolist()
+    assert sum(weights) == pytest.approx(1.0) and all(w > 0 for w in weights)
+    assert [m["weight"] for m in ens.meta.training["members"]] == pytest.approx(weights, abs=1e-5)
+
+    # member_predictions computes exactly what the ensemble computes
+    pre = ens.meta.preprocess_config
+    ids, truth, preds = member_predictions(ens.net, pre, rsna_train / "images", tune, "none")
+    assert preds.shape == (len(weights), 16) and len(ids) == 16
+    film = read_film(rsna_train / "images" / f"{ids[0]}.jpg").pixels
+    male = torch.tensor([float(rows[0]["male"] == "True")])
+    with torch.no_grad():
+        direct = float(ens.net(to_model_input([film], pre), male))
+    assert direct == pytest.approx(float(np.asarray(weights) @ preds[:, 0]), abs=1e-3)
+    assert float(np.abs(np.asarray(weights) @ preds - truth).mean()) == pytest.approx(tuning["mae_months"], abs=1e-3)
