@@ -40,8 +40,9 @@ class Settings:
     review_db: Path = field(default_factory=lambda: REPO_ROOT / "data" / "review.sqlite")
     #: The bone-age model checkpoint (default: the one shipped in assets/models/).
     model_path: Path = field(default_factory=lambda: DEFAULT_MODEL)
-    #: A ``boneage evaluate --out`` folder shown on the RSNA dashboard (default: the shipped model's validation).
-    rsna_eval_dir: Path = field(default_factory=lambda: REPO_ROOT / "assets" / "eval" / "rsna-val")
+    #: A ``boneage evaluate --out`` folder shown on the RSNA dashboard (default: the shipped model on the
+    #: report half of the validation split, ``make evaluate-val``).
+    rsna_eval_dir: Path = field(default_factory=lambda: REPO_ROOT / "assets" / "eval" / "rsna-val-report")
     device: str = "auto"
     shared_data: Path = field(default_factory=lambda: REPO_ROOT.parent / "shared" / "data")
     #: Largest image side accepted when reading, in pixels (bigger films are refused, not resampled).
