@@ -81,7 +81,7 @@ def test_rsna_table_reads_evaluate_outputs_and_refuses_others(tmp_path):
     from boneage_core.settings import get_settings
 
     df, meta = dash.rsna_table(get_settings().rsna_eval_dir)
-    assert len(df) == meta["n"] == 1000
+    assert len(df) == meta["n"] == 500  # the report half of the validation split
     assert dash.summarise(df)["mae_months"] == pytest.approx(meta["mae_months"], abs=0.01)
     with pytest.raises(dash.DashboardDataError, match="boneage evaluate"):
         dash.rsna_table(tmp_path)
