@@ -30,7 +30,7 @@ $(STAMP): requirements.txt pyproject.toml | $(PY)
 weights: $(SAM)
 
 $(SAM): | $(STAMP)
-	$(PY) -m boneage_core.weights
+	$(PY) -m boneage_core.segment.weights
 
 lint: setup
 	$(PY) -m ruff check .

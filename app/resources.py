@@ -10,10 +10,10 @@ from typing import Any
 
 import streamlit as st
 
-from boneage_core.predictor import BoneAgePredictor
-from boneage_core.reading import ReadingService
-from boneage_core.review_log import ReviewLog
-from boneage_core.segmentation import HandSegmenter
+from boneage_core.model.predictor import BoneAgePredictor
+from boneage_core.review.log import ReviewLog
+from boneage_core.review.reading import ReadingService
+from boneage_core.segment.segmenter import HandSegmenter
 from boneage_core.settings import get_settings
 
 #: ``name -> st.Page``, filled by ``app/main.py`` before the page runs.
@@ -33,7 +33,7 @@ def _predictor(path: str) -> BoneAgePredictor:
 @st.cache_resource(show_spinner="Loading Segment Anything...")
 def _sam():
     """``(sam, SamInfo)`` of the configured checkpoint, or None when there is none."""
-    from boneage_core.sam_model import SamWeightsError, cached_sam
+    from boneage_core.segment.sam_model import SamWeightsError, cached_sam
 
     try:
         return cached_sam()

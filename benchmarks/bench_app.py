@@ -44,8 +44,8 @@ def main() -> None:
     from dicom_fixtures import make_dicom
     from streamlit.testing.v1 import AppTest
 
-    from boneage_core.film_io import read_film
-    from boneage_core.review_log import ReviewLog
+    from boneage_core.films.read import read_film
+    from boneage_core.review.log import ReviewLog
     from boneage_core.settings import get_settings
 
     films = sorted(args.films.glob("*.jpg"))[: args.n]

@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from boneage_core.evaluate import evaluate_folder  # noqa: E402
-from boneage_core.film_io import read_film  # noqa: E402
-from boneage_core.predictor import BoneAgePredictor  # noqa: E402
+from boneage_core.evaluate.folder import evaluate_folder  # noqa: E402
+from boneage_core.films.read import read_film  # noqa: E402
+from boneage_core.model.predictor import BoneAgePredictor  # noqa: E402
 
 
 def _stats(name: str, xs: list[float]) -> None:

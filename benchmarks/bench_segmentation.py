@@ -24,8 +24,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from dicom_fixtures import make_dicom  # noqa: E402
 from pydicom.uid import RLELossless  # noqa: E402
 
-from boneage_core.film_io import read_film  # noqa: E402
-from boneage_core.segmentation import HandSegmenter, remove_background_and_crop  # noqa: E402
+from boneage_core.films.read import read_film  # noqa: E402
+from boneage_core.segment.postprocess import remove_background_and_crop  # noqa: E402
+from boneage_core.segment.segmenter import HandSegmenter  # noqa: E402
 
 
 def main() -> None:

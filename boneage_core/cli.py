@@ -15,7 +15,7 @@ import numpy as np
 def _preprocess(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .preprocess import preprocess_folder
+    from .segment.batch import preprocess_folder
 
     if args.device:
         import os
@@ -35,7 +35,7 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _contact_sheet(args: argparse.Namespace) -> int:
-    from .contact_sheet import contact_sheet
+    from .segment.contact_sheet import contact_sheet
 
     n = contact_sheet(args.manifest, args.out, columns=args.columns)
     print(f"{n} tiles -> {args.out}")
@@ -55,7 +55,8 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from .training.config import TrainConfig
+    from .training.loop import train
 
     cfg = TrainConfig.from_yaml(args.config, _parse_set(args.set))
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
@@ -64,7 +65,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predictor(args: argparse.Namespace):
-    from .predictor import BoneAgePredictor
+    from .model.predictor import BoneAgePredictor
 
     return BoneAgePredictor(args.model, device=args.device, tta=not args.no_tta)
 
@@ -72,7 +73,7 @@ def _predictor(args: argparse.Namespace):
 def _evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .evaluate import evaluate_folder
+    from .evaluate.folder import evaluate_folder
 
     result = evaluate_folder(
         args.images, args.labels, args.out, _predictor(args), batch_size=args.batch_size,
@@ -97,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .errors import BoneAgeError
-    from .film_io import read_film
+    from .films.read import read_film
 
     predictor = _predictor(args)
     failures = 0
@@ -118,7 +119,7 @@ def _predict(args: argparse.Namespace) -> int:
         if args.heatmap:
             from PIL import Image
 
-            from .visual import heatmap_overlay
+            from .review.visual import heatmap_overlay
 
             heat = predictor.explain(film.pixels, pred.sex == "M")
             dest = args.heatmap / f"{Path(path).stem}_gradcam.png"
@@ -135,7 +136,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .model import load_checkpoint
+    from .model.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint)
     if args.tta:
@@ -146,10 +147,11 @@ def _export(args: argparse.Namespace) -> int:
 def _ensemble(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from .ensemble import choose_weights, load_members, member_predictions
     from .errors import BoneAgeError
-    from .model import ENSEMBLE_ARCH, EnsembleNet, ModelMeta
-    from .transforms import PreprocessConfig
+    from .model.checkpoint import ModelMeta
+    from .model.ensemble import choose_weights, load_members, member_predictions
+    from .model.net import ENSEMBLE_ARCH, EnsembleNet
+    from .model.transforms import PreprocessConfig
 
     members = load_members(args.members)
     order = sorted(range(len(members)), key=lambda i: -int(members[i].preprocess["input_size"]))  # largest first
@@ -204,12 +206,12 @@ def _ship(args: argparse.Namespace, net, meta) -> int:
     each prediction reports."""
     import tempfile
 
-    from .model import load_checkpoint, save_checkpoint
+    from .model.checkpoint import load_checkpoint, save_checkpoint
 
     sha = save_checkpoint(args.out, net, meta, half=not args.fp32)
     if args.val_labels:
-        from .evaluate import evaluate_folder
-        from .predictor import BoneAgePredictor
+        from .evaluate.folder import evaluate_folder
+        from .model.predictor import BoneAgePredictor
 
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluate_folder(args.val_images, args.val_labels, Path(tmp), BoneAgePredictor(args.out))
@@ -230,7 +232,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .transforms import TTA_VIEWS
+    from .model.transforms import TTA_VIEWS
 
     parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -321,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .evaluate import compare_predictions
+    from .evaluate.compare import compare_predictions
 
     r = compare_predictions(args.a, args.b, n_boot=args.n_boot)
     print(json.dumps(r, indent=2))
@@ -329,8 +331,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _masks(args: argparse.Namespace) -> int:
-    from .preprocess import read_manifest, usable_ids
-    from .review_log import ReviewLog
+    from .review.log import ReviewLog
+    from .review.usable import usable_ids
+    from .segment.manifest import read_manifest
     from .settings import get_settings
 
     db = args.db or get_settings().review_db
@@ -347,9 +350,8 @@ def _masks(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import BoneAgeError
-    from .labels import LabelFormatError
-    from .model import CheckpointError
+    from .errors import BoneAgeError, CheckpointError
+    from .films.labels import LabelFormatError
 
     args = build_parser().parse_args(argv)
     try:

@@ -2,6 +2,9 @@
 
 Messages are written for the person who uploaded the film (often a radiologist): they say what is wrong
 with the input and, where possible, what to do instead. They never contain patient identifiers.
+:class:`CheckpointError` (a bone-age model file that cannot be used) is for whoever installs the tool.
+Other stage-specific errors live beside their code (``AgeFormatError``, ``LabelFormatError``,
+``SamWeightsError``, ``ReviewLogError``, ``DashboardDataError``).
 """
 
 from __future__ import annotations
@@ -25,3 +28,7 @@ class MissingSexError(BoneAgeError, ValueError):
 
 class NotARadiographError(UnreadableFilmError):
     """A readable image that is plainly not a radiograph (e.g. a colour photograph)."""
+
+
+class CheckpointError(RuntimeError):
+    """A bone-age checkpoint is missing, corrupt, or does not match this code."""

@@ -8,7 +8,7 @@ import pandas as pd
 import resources
 import streamlit as st
 
-from boneage_core import dashboard as dash
+from boneage_core.review import dashboard as dash
 from boneage_core.settings import get_settings
 
 st.title("Dashboards")

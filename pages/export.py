@@ -8,7 +8,7 @@ import pandas as pd
 import resources
 import streamlit as st
 
-from boneage_core import export
+from boneage_core.review import export
 
 st.title("Export")
 review = resources.review_log()

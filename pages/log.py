@@ -6,10 +6,9 @@ import pandas as pd
 import resources
 import streamlit as st
 
-from boneage_core.ages import parse_age
+from boneage_core.clinical.ages import format_years_months, parse_age
 from boneage_core.errors import BoneAgeError
-from boneage_core.predictor import format_years_months
-from boneage_core.visual import display_copy, mask_overlay
+from boneage_core.review.visual import display_copy, mask_overlay
 
 st.title("Reading log")
 svc = resources.service()

@@ -10,7 +10,7 @@ import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from boneage_core.errors import BoneAgeError
-from boneage_core.visual import display_copy, mask_overlay, points_overlay
+from boneage_core.review.visual import display_copy, mask_overlay, points_overlay
 
 DISPLAY_SIDE = 720
 

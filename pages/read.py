@@ -10,10 +10,9 @@ from pathlib import Path
 import resources
 import streamlit as st
 
-from boneage_core.ages import parse_age
+from boneage_core.clinical.ages import format_years_months, parse_age
 from boneage_core.errors import BoneAgeError, MissingSexError
-from boneage_core.predictor import format_years_months
-from boneage_core.visual import display_copy, heatmap_overlay, mask_overlay
+from boneage_core.review.visual import display_copy, heatmap_overlay, mask_overlay
 
 SAMPLES = Path(__file__).resolve().parent.parent / "assets" / "samples"
 log = logging.getLogger("boneage.app")

@@ -56,6 +56,6 @@ def rsna_train(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def predictor():
     """The shipped bone-age model (assets/models/ or $BONEAGE_MODEL); it must load from a clean clone."""
-    from boneage_core.predictor import BoneAgePredictor
+    from boneage_core.model.predictor import BoneAgePredictor
 
     return BoneAgePredictor()

@@ -17,11 +17,11 @@ from PIL import Image
 from reference_stats import icc_a1_by_hand
 from streamlit.testing.v1 import AppTest
 
-from boneage_core.film_io import read_film
-from boneage_core.film_store import FilmStore
-from boneage_core.predictor import Prediction
-from boneage_core.review_log import ReviewLog
-from boneage_core.segmentation import classical_segment
+from boneage_core.films.read import read_film
+from boneage_core.films.store import FilmStore
+from boneage_core.model.predictor import Prediction
+from boneage_core.review.log import ReviewLog
+from boneage_core.segment.classical import classical_segment
 from boneage_core.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +220,8 @@ def test_masks_need_a_reader_name(data_dir, fullres_films):
 
 
 def test_manifest_import_fills_the_queue_and_rejected_masks_leave_the_dataset(data_dir, fullres_films, tmp_path):
-    from boneage_core.preprocess import preprocess_folder, usable_ids
+    from boneage_core.review.usable import usable_ids
+    from boneage_core.segment.batch import preprocess_folder
 
     images = tmp_path / "films"
     images.mkdir()

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from boneage_core import dashboard as dash
-from boneage_core.ages import AgeFormatError, parse_age
+from boneage_core.clinical.ages import AgeFormatError, parse_age
 from boneage_core.errors import NotARadiographError
-from boneage_core.film_io import colourfulness, read_film
-from boneage_core.film_store import FilmStore
+from boneage_core.films.raster import colourfulness
+from boneage_core.films.read import read_film
+from boneage_core.films.store import FilmStore
+from boneage_core.review import dashboard as dash
 
 
 @pytest.mark.parametrize(
@@ -118,8 +119,8 @@ def test_colour_pictures_are_refused_but_grey_films_saved_as_rgb_are_read(fullre
 
 def test_masks_cli_imports_a_manifest_and_lists_films_not_rejected(tmp_path, fullres_films, capsys):
     from boneage_core.cli import main
-    from boneage_core.preprocess import preprocess_folder
-    from boneage_core.review_log import ReviewLog
+    from boneage_core.review.log import ReviewLog
+    from boneage_core.segment.batch import preprocess_folder
 
     images = tmp_path / "films"
     images.mkdir()

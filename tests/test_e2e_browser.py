@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boneage_core.review_log import ReviewLog
+from boneage_core.review.log import ReviewLog
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-output" / "e2e"

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from boneage_core.ensemble import choose_weights, load_members, member_predictions
-from boneage_core.film_io import read_film
-from boneage_core.model import BoneAgeNet, EnsembleNet, ModelMeta, load_checkpoint, save_checkpoint
-from boneage_core.transforms import PreprocessConfig, to_model_input
+from boneage_core.films.read import read_film
+from boneage_core.model.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from boneage_core.model.ensemble import choose_weights, load_members, member_predictions
+from boneage_core.model.net import BoneAgeNet, EnsembleNet
+from boneage_core.model.transforms import PreprocessConfig, to_model_input
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,7 @@ def test_shipped_ensemble_written_before_weights_loads_uniform_with_its_hash_unc
     loaded = load_checkpoint(path)
     n = len(loaded.net.members)
     assert loaded.net.member_weights.tolist() == pytest.approx([1 / n] * n)
-    from boneage_core.model import weights_sha256
+    from boneage_core.model.checkpoint import weights_sha256
 
     assert loaded.weights_sha256 == weights_sha256(raw["state_dict"])
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from dicom_fixtures import make_dicom
 
-from boneage_core.evaluate import agreement_metrics, evaluate_folder
-from boneage_core.labels import LabelFormatError, parse_sex, read_label_table
+from boneage_core.evaluate.folder import evaluate_folder
+from boneage_core.evaluate.metrics import agreement_metrics
+from boneage_core.films.labels import LabelFormatError, parse_sex, read_label_table
 
 # truth, predicted, male. Errors (pred - truth): +6, -10, 0, -10.
 TABLE = [(100.0, 106.0, 1.0), (120.0, 110.0, 0.0), (60.0, 60.0, 1.0), (200.0, 190.0, 0.0)]
@@ -79,7 +80,7 @@ def test_label_errors_are_clear(tmp_path: Path):
 def test_evaluate_folder_mixed_formats_and_bad_files(tmp_path: Path, fullres_films, predictor):
     from PIL import Image
 
-    from boneage_core.film_io import read_film
+    from boneage_core.films.read import read_film
 
     images = tmp_path / "films"
     images.mkdir()
@@ -122,7 +123,7 @@ def test_evaluate_folder_mixed_formats_and_bad_files(tmp_path: Path, fullres_fil
 
 
 def test_compare_predictions_paired_bootstrap(tmp_path):
-    from boneage_core.evaluate import compare_predictions
+    from boneage_core.evaluate.compare import compare_predictions
 
     rng = np.random.default_rng(1)
     truth = rng.uniform(10, 220, 200).round(1)

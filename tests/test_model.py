@@ -8,16 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from boneage_core.film_io import read_film
-from boneage_core.model import (
-    BoneAgeNet,
-    CheckpointError,
-    ModelMeta,
-    imagenet_state_dict,
-    load_checkpoint,
-    save_checkpoint,
-)
-from boneage_core.transforms import (
+from boneage_core.errors import CheckpointError
+from boneage_core.films.read import read_film
+from boneage_core.model.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
+from boneage_core.model.net import BoneAgeNet, imagenet_state_dict
+from boneage_core.model.transforms import (
     AugmentConfig,
     PreprocessConfig,
     TrainAugment,
@@ -147,8 +142,8 @@ def test_load_checkpoint_refuses_bad_files(tmp_path: Path):
 
 def test_a_sam_crop_model_needs_the_segmentation(tmp_path: Path, fullres_films):
     from boneage_core.errors import BoneAgeError
-    from boneage_core.predictor import BoneAgePredictor
-    from boneage_core.segmentation import classical_segment
+    from boneage_core.model.predictor import BoneAgePredictor
+    from boneage_core.segment.classical import classical_segment
 
     net = BoneAgeNet(pretrained=False)
     meta = ModelMeta(version="crop-test", arch="tf_efficientnet_lite0",
@@ -167,9 +162,9 @@ def test_a_sam_crop_model_needs_the_segmentation(tmp_path: Path, fullres_films):
 
 def test_ensemble_is_the_mean_of_its_members_each_at_its_own_input(tmp_path: Path, fullres_films):
     from boneage_core.cli import main
-    from boneage_core.model import ENSEMBLE_ARCH, EnsembleNet
-    from boneage_core.predictor import BoneAgePredictor
-    from boneage_core.transforms import to_model_input
+    from boneage_core.model.net import ENSEMBLE_ARCH, EnsembleNet
+    from boneage_core.model.predictor import BoneAgePredictor
+    from boneage_core.model.transforms import to_model_input
 
     torch.manual_seed(0)
     paths = []
@@ -203,7 +198,7 @@ def test_ensemble_is_the_mean_of_its_members_each_at_its_own_input(tmp_path: Pat
 
 @pytest.mark.parametrize("name", ["none", "flip", "geo4"])
 def test_tta_views_shapes_and_borders(rsna_train: Path, name: str):
-    from boneage_core.transforms import TTA_VIEWS, tta_views
+    from boneage_core.model.transforms import TTA_VIEWS, tta_views
 
     pre = PreprocessConfig(input_size=96)
     film = read_film(rsna_train / "images" / "1377.jpg").pixels

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from dicom_fixtures import make_dicom
 
+from boneage_core.clinical.ages import format_years_months
 from boneage_core.errors import MissingSexError
-from boneage_core.film_io import read_film
-from boneage_core.predictor import format_years_months, resolve_sex
+from boneage_core.films.read import read_film
+from boneage_core.model.predictor import resolve_sex
+from boneage_core.review.visual import heatmap_overlay
 from boneage_core.settings import DEFAULT_MODEL
-from boneage_core.visual import heatmap_overlay
 
 
 def _labels(path: Path) -> dict[str, dict[str, str]]:
@@ -78,7 +79,7 @@ def test_full_resolution_and_training_copy_agree(fullres_estimates):
 def test_sex_matters_and_tta_is_the_mean_of_its_views(fullres_films, predictor):
     import torch
 
-    from boneage_core.transforms import to_model_input, tta_views
+    from boneage_core.model.transforms import to_model_input, tta_views
 
     pixels = read_film(fullres_films[0]).pixels
     boy, girl = predictor.predict(pixels, True), predictor.predict(pixels, False)

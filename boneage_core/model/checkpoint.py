@@ -1,0 +1,120 @@
+"""Bone-age checkpoints: plain ``torch.save`` dicts carrying their own metadata, checked before use.
+
+A checkpoint is ``{"meta": ModelMeta.to_dict(), "state_dict": {name: tensor}, **extra}``: no pickled class,
+so it loads with ``torch.load(weights_only=True)`` whatever the package layout. :class:`ModelMeta` holds the
+architecture, preprocessing, training data, validation figures and a version string; :func:`load_checkpoint`
+checks them and builds the :class:`~boneage_core.model.net.BoneAgeNet` (or ensemble) they describe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..errors import CheckpointError
+from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet
+from .transforms import PreprocessConfig
+
+#: Format of the checkpoint dictionary; bump when its layout changes.
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class ModelMeta:
+    """What a checkpoint says about itself."""
+
+    version: str
+    arch: str
+    preprocess: dict
+    training: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    format: int = CHECKPOINT_FORMAT
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.preprocess)
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    meta: ModelMeta,
+    *,
+    half: bool = False,
+    extra: dict | None = None,
+) -> str:
+    """Write ``{"meta", "state_dict", **extra}`` atomically; returns the sha256 of the weights."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    payload = {"meta": meta.to_dict(), "state_dict": state, **(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return weights_sha256(state)
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors themselves (not of the file), stable across re-saves."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k]
+        h.update(k.encode())
+        buf = io.BytesIO()
+        buf.write(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(buf.getvalue())
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    net: BoneAgeNet | EnsembleNet
+    meta: ModelMeta
+    weights_sha256: str
+    path: Path
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
+    """Load a bone-age checkpoint, check its metadata, return the model in eval mode (float32)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise CheckpointError(f"{path.name} is not a readable checkpoint: {e}") from e
+    if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
+        raise CheckpointError(f"{path.name} is not a bone-age checkpoint (no meta/state_dict)")
+    raw = payload["meta"]
+    if raw.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path.name}: checkpoint format {raw.get('format')}, expected {CHECKPOINT_FORMAT}")
+    meta = ModelMeta(**{k: raw[k] for k in ModelMeta.__dataclass_fields__ if k in raw})
+    for key in ("input_size", "canonical_side", "view"):
+        if key not in meta.preprocess:
+            raise CheckpointError(f"{path.name}: preprocessing metadata lacks {key!r}")
+    state = payload["state_dict"]
+    sha = weights_sha256(state)
+    if meta.arch == ENSEMBLE_ARCH:
+        members = meta.training.get("members") or []
+        if not members:
+            raise CheckpointError(f"{path.name}: an ensemble checkpoint without members")
+        net = EnsembleNet([(m["arch"], int(m["preprocess"]["input_size"])) for m in members])
+        if "member_weights" not in state:  # written before ensembles had weights: the plain mean
+            state = {**state, "member_weights": net.member_weights.clone()}
+    else:
+        net = BoneAgeNet(meta.arch, pretrained=False)
+    try:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        raise CheckpointError(f"{path.name}: weights do not fit {meta.arch}: {e}") from e
+    net.eval().to(device)
+    return LoadedModel(net=net, meta=meta, weights_sha256=sha, path=path)

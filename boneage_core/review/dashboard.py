@@ -1,0 +1,201 @@
+"""What the dashboards show, computed without Streamlit: case tables, their figures and Plotly charts.
+
+Two sources, one shape. Each table has one row per case with the columns of :data:`TABLE_COLUMNS`:
+
+* RSNA: :func:`rsna_table` reads the ``predictions.csv`` written by ``boneage evaluate``
+  (reference = RSNA's label); the key is the film id.
+* Hospital: :func:`hospital_table` takes the review log's cases that have a reading
+  (reference = the radiologist's confirmed or corrected age); the key is the log's film id.
+
+:func:`summarise` gives the figures (the same :func:`boneage_core.evaluate.metrics.agreement_metrics` as the
+CLI, plus ICC(A,1)); the ``*_figure`` functions give Plotly figures whose points carry the case key in
+``customdata``, so a click on a point can open that case.
+Conventions: error = predicted - reference (months); limits of agreement = bias +/- 1.96 SD.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..clinical.bands import AGE_BANDS_YEARS, band_label
+from ..errors import BoneAgeError
+from ..evaluate.metrics import agreement_metrics, icc_a1
+from .schema import Case
+
+TABLE_COLUMNS = [
+    "key",
+    "sex",
+    "reference_months",
+    "predicted_months",
+    "error_months",
+    "reader",
+    "read_at",
+    "model_version",
+]
+
+
+class DashboardDataError(BoneAgeError, ValueError):
+    """Evaluation outputs that are missing or not in the expected format."""
+
+
+def hospital_table(cases: Sequence[Case]) -> pd.DataFrame:
+    """One row per case with both an estimate and a reader's age (latest reading)."""
+    rows = [
+        {
+            "key": c.film_id,
+            "sex": c.sex or "",
+            "reference_months": c.reference_months,
+            "predicted_months": c.predicted_months,
+            "error_months": c.predicted_months - c.reference_months,
+            "reader": c.reader or "",
+            "read_at": c.read_at,
+            "model_version": c.model_version or "",
+        }
+        for c in cases
+        if c.predicted_months is not None and c.reference_months is not None
+    ]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def rsna_table(eval_dir: Path | str) -> tuple[pd.DataFrame, dict]:
+    """The ``predictions.csv`` and ``metrics.json`` of a ``boneage evaluate --out`` folder."""
+    eval_dir = Path(eval_dir)
+    pred_path = eval_dir / "predictions.csv"
+    if not pred_path.is_file():
+        raise DashboardDataError(
+            f"No evaluation in {eval_dir}: run `boneage evaluate --images DIR --labels CSV --out {eval_dir}`."
+        )
+    try:
+        raw = pd.read_csv(pred_path, dtype={"id": str})
+        meta = json.loads((eval_dir / "metrics.json").read_text()) if (eval_dir / "metrics.json").is_file() else {}
+        df = pd.DataFrame({
+            "key": raw["id"],
+            "sex": raw["sex"].fillna("").astype(str),
+            "reference_months": raw["truth_months"].astype(float),
+            "predicted_months": raw["predicted_months"].astype(float),
+        })
+    except (KeyError, ValueError, pd.errors.ParserError) as exc:
+        raise DashboardDataError(f"{pred_path} is not a `boneage evaluate` predictions table: {exc}") from exc
+    df["error_months"] = df["predicted_months"] - df["reference_months"]
+    df["reader"] = "RSNA label"
+    df["read_at"] = pd.NaT
+    df["model_version"] = raw.get("model_version", pd.Series([""] * len(df))).fillna("").astype(str)
+    return df[TABLE_COLUMNS], meta
+
+
+def filter_table(df: pd.DataFrame, start: dt.date | None = None, end: dt.date | None = None,
+                 readers: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows read within [start, end] (whole days, UTC) and by one of ``readers`` (all when empty)."""
+    keep = np.ones(len(df), bool)
+    if start is not None:
+        keep &= (df["read_at"] >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        keep &= (df["read_at"] < pd.Timestamp(end) + pd.Timedelta(days=1)).to_numpy()
+    if readers:
+        keep &= df["reader"].isin(list(readers)).to_numpy()
+    return df[keep]
+
+
+def summarise(df: pd.DataFrame) -> dict:
+    """Agreement figures of a table: those of :func:`agreement_metrics` plus ``icc_a1`` and ``icc_a1_ci95``."""
+    male = [1.0 if s == "M" else 0.0 if s == "F" else None for s in df["sex"]]
+    ref = df["reference_months"].to_numpy(float)
+    pred = df["predicted_months"].to_numpy(float)
+    out = agreement_metrics(ref, pred, male)
+    icc = icc_a1(ref, pred)
+    out["icc_a1"], out["icc_a1_ci95"] = icc["icc"], icc["ci95"]
+    return out
+
+
+def _hover(df: pd.DataFrame) -> list[str]:
+    return [
+        f"case {k}<br>sex {s or '?'}<br>reference {r:.1f} m<br>model {p:.1f} m<br>reader {rd}"
+        for k, s, r, p, rd in zip(df["key"], df["sex"], df["reference_months"], df["predicted_months"],
+                                  df["reader"], strict=True)
+    ]
+
+
+_COLOURS = {"F": "#e377c2", "M": "#1f77b4", "": "#7f7f7f"}
+
+
+def _by_sex_traces(df: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> list[go.Scatter]:
+    traces = []
+    for sex, name in (("F", "girls"), ("M", "boys"), ("", "sex unknown")):
+        sel = (df["sex"] == sex).to_numpy()
+        if not sel.any():
+            continue
+        traces.append(go.Scatter(
+            x=x[sel], y=y[sel], mode="markers", name=name,
+            marker={"color": _COLOURS[sex], "size": 8, "opacity": 0.75},
+            customdata=df["key"].to_numpy()[sel].astype(str),
+            hovertext=np.asarray(_hover(df), dtype=object)[sel], hoverinfo="text",
+        ))
+    return traces
+
+
+def bland_altman_figure(df: pd.DataFrame, summary: dict, title: str = "Bland-Altman") -> go.Figure:
+    """Difference (model - reference) against the mean of the two, with bias and limits of agreement."""
+    ref = df["reference_months"].to_numpy(float)
+    pred = df["predicted_months"].to_numpy(float)
+    fig = go.Figure(_by_sex_traces(df, (ref + pred) / 2, pred - ref))
+    if summary.get("n", 0) >= 2:
+        for value, label, dash in (
+            (summary["bias_months"], "bias", "solid"),
+            (summary["loa_lower_months"], "-1.96 SD", "dash"),
+            (summary["loa_upper_months"], "+1.96 SD", "dash"),
+        ):
+            fig.add_hline(y=value, line_dash=dash, line_color="#d62728",
+                          annotation_text=f"{label} {value:+.1f}", annotation_position="right")
+    fig.update_layout(title=title, xaxis_title="mean of model and reference (months)",
+                      yaxis_title="model - reference (months)", height=420, margin={"r": 110})
+    return fig
+
+
+def scatter_figure(df: pd.DataFrame, title: str = "Model against reference") -> go.Figure:
+    """Predicted against reference age with the identity line."""
+    ref = df["reference_months"].to_numpy(float)
+    pred = df["predicted_months"].to_numpy(float)
+    fig = go.Figure(_by_sex_traces(df, ref, pred))
+    if len(df):
+        lo, hi = float(min(ref.min(), pred.min())) - 6, float(max(ref.max(), pred.max())) + 6
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="identity",
+                                 line={"color": "#aaaaaa", "dash": "dot"}, hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title="reference bone age (months)",
+                      yaxis_title="model bone age (months)", height=420)
+    return fig
+
+
+def group_rows(summary: dict) -> pd.DataFrame:
+    """MAE, bias, share within 6/12 months and n per age band and per sex, as a table."""
+    rows = []
+    for lo, hi in AGE_BANDS_YEARS:
+        rows.append({"group": f"age {band_label(lo, hi)}", **_row(summary["by_age_band"][band_label(lo, hi)])})
+    for sex, name in (("F", "girls"), ("M", "boys")):
+        rows.append({"group": name, **_row(summary.get("by_sex", {}).get(sex, {"n": 0}))})
+    return pd.DataFrame(rows)
+
+
+def _row(m: dict) -> dict:
+    if not m.get("n"):
+        return {"n": 0, "mae_months": np.nan, "bias_months": np.nan, "within_6_months": np.nan,
+                "within_12_months": np.nan}
+    return {k: m[k] for k in ("n", "mae_months", "bias_months", "within_6_months", "within_12_months")}
+
+
+def group_error_figure(summary: dict, title: str = "Mean absolute error by age band and sex") -> go.Figure:
+    """Bars of MAE per age band and per sex, labelled with n."""
+    g = group_rows(summary)
+    fig = go.Figure(go.Bar(
+        x=g["group"], y=g["mae_months"], text=[f"n={n}" for n in g["n"]], textposition="outside",
+        marker_color=["#2ca02c"] * len(AGE_BANDS_YEARS) + [_COLOURS["F"], _COLOURS["M"]],
+        hovertemplate="%{x}: MAE %{y:.1f} months, %{text}<extra></extra>",
+    ))
+    fig.update_layout(title=title, yaxis_title="MAE (months)", height=380)
+    return fig

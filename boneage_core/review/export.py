@@ -1,0 +1,125 @@
+"""Exports of the review log: per-case rows and agreement statistics, as CSV bytes.
+
+Only pseudonymous keys leave: the salted pseudonym and the sha256 of the film's bytes. No names, no
+patient IDs, no dates of birth, and not the readers' free-text reasons (they could name a patient).
+Every row says which model version, weights hash and preprocessing produced its estimate.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+from ..clinical.bands import AGE_BANDS_YEARS, band_label
+from ..evaluate.metrics import agreement_metrics, icc_a1
+from .schema import Case
+
+CASE_FIELDS = [
+    "pseudonym",
+    "film_sha256",
+    "sex",
+    "mask_decision",
+    "mask_reader",
+    "predicted_months",
+    "reference_months",
+    "error_months",
+    "reading_action",
+    "reader",
+    "model_version",
+    "weights_sha256",
+    "preprocess",
+    "film_recorded_at_utc",
+    "read_at_utc",
+]
+
+AGREEMENT_FIELDS = [
+    "group",
+    "n",
+    "mae_months",
+    "rmse_months",
+    "bias_months",
+    "loa_lower_months",
+    "loa_upper_months",
+    "within_6_months",
+    "within_12_months",
+    "icc_a1",
+    "icc_a1_ci95_lower",
+    "icc_a1_ci95_upper",
+    "model_versions",
+]
+
+
+def _iso(value) -> str:
+    return value.isoformat(timespec="seconds") if value else ""
+
+
+def case_rows(cases: Sequence[Case]) -> list[dict]:
+    rows = []
+    for c in cases:
+        err = (c.predicted_months - c.reference_months) if c.predicted_months is not None and c.reference_months is not None else None
+        rows.append({
+            "pseudonym": c.pseudonym,
+            "film_sha256": c.sha256,
+            "sex": c.sex or "",
+            "mask_decision": c.mask_decision or "",
+            "mask_reader": c.mask_reader or "",
+            "predicted_months": "" if c.predicted_months is None else round(c.predicted_months, 2),
+            "reference_months": "" if c.reference_months is None else round(c.reference_months, 2),
+            "error_months": "" if err is None else round(err, 2),
+            "reading_action": c.reading_action or "",
+            "reader": c.reader or "",
+            "model_version": c.model_version or "",
+            "weights_sha256": c.weights_sha256 or "",
+            "preprocess": c.preprocess or "",
+            "film_recorded_at_utc": _iso(c.film_created_at),
+            "read_at_utc": _iso(c.read_at),
+        })
+    return rows
+
+
+def paired(cases: Sequence[Case]) -> list[Case]:
+    """Cases with both an estimate and a reader's age (confirmed or corrected)."""
+    return [c for c in cases if c.predicted_months is not None and c.reference_months is not None]
+
+
+def agreement_rows(cases: Sequence[Case]) -> list[dict]:
+    """Model against reader: all cases, by sex, by age band (of the reader's age) and by reader."""
+    cases = paired(cases)
+    groups: list[tuple[str, list[Case]]] = [("all", cases)]
+    groups += [(f"sex {s}", [c for c in cases if c.sex == s]) for s in ("F", "M")]
+    for lo, hi in AGE_BANDS_YEARS:
+        groups.append((f"age {band_label(lo, hi)}", [c for c in cases if lo * 12 <= c.reference_months < hi * 12]))
+    for reader in sorted({c.reader for c in cases if c.reader}):
+        groups.append((f"reader {reader}", [c for c in cases if c.reader == reader]))
+    rows = []
+    for name, group in groups:
+        ref = [c.reference_months for c in group]
+        pred = [c.predicted_months for c in group]
+        m = agreement_metrics(ref, pred)
+        icc = icc_a1(ref, pred)
+        row = {"group": name, "n": m["n"]}
+        for k in AGREEMENT_FIELDS[2:9]:
+            row[k] = "" if k not in m or m[k] != m[k] else round(m[k], 4)
+        row["icc_a1"] = "" if icc["icc"] != icc["icc"] else round(icc["icc"], 4)
+        row["icc_a1_ci95_lower"] = "" if icc["ci95"][0] != icc["ci95"][0] else icc["ci95"][0]
+        row["icc_a1_ci95_upper"] = "" if icc["ci95"][1] != icc["ci95"][1] else icc["ci95"][1]
+        row["model_versions"] = ";".join(sorted({c.model_version for c in group if c.model_version}))
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict], fields: list[str]) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def cases_csv(cases: Sequence[Case]) -> bytes:
+    return to_csv(case_rows(cases), CASE_FIELDS)
+
+
+def agreement_csv(cases: Sequence[Case]) -> bytes:
+    return to_csv(agreement_rows(cases), AGREEMENT_FIELDS)

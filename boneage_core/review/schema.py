@@ -1,0 +1,150 @@
+"""The review log's tables and row types: films, segmentations, mask decisions, predictions, readings.
+
+Every table only grows (:data:`APPEND_ONLY`; :class:`boneage_core.review.log.ReviewLog` installs triggers
+that refuse UPDATE and DELETE). Times are naive UTC. A film is known by the sha256 of its bytes and its
+pseudonymous key; no names, patient IDs or dates of birth. Masks are stored at film size as 1-bit PNGs
+(:func:`mask_to_png`, :func:`png_to_mask`: HW bool in and out). :class:`Case` is one film with the
+latest of everything recorded about it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..errors import BoneAgeError
+
+#: Tables that only ever grow.
+APPEND_ONLY = ("films", "segmentations", "mask_decisions", "predictions", "readings")
+MASK_DECISIONS = ("accepted", "rejected")
+READING_ACTIONS = ("confirmed", "corrected")
+#: Plausible bone ages, months (0 to 20 years).
+MONTHS_RANGE = (0.0, 240.0)
+
+
+class ReviewLogError(BoneAgeError, ValueError):
+    """A log entry that cannot be recorded as given (unknown film, bad value, missing reader...)."""
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FilmRow(Base):
+    __tablename__ = "films"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    pseudonym: Mapped[str] = mapped_column(String(32), index=True)
+    source_format: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sex: Mapped[str | None] = mapped_column(String(1))
+    chronological_age_months: Mapped[float | None] = mapped_column(Float)
+    #: "upload" or "manifest:<path>".
+    origin: Mapped[str] = mapped_column(String(300))
+    #: The film's id in its manifest (file name without extension); None for uploads.
+    source_id: Mapped[str | None] = mapped_column(String(300), index=True)
+    #: Where a manifest film's file is (to show it in the mask queue); None for uploads.
+    source_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class SegmentationRow(Base):
+    __tablename__ = "segmentations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    film_id: Mapped[int] = mapped_column(ForeignKey("films.id"), index=True)
+    segmenter: Mapped[str] = mapped_column(String(32))
+    sam_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: XYXY in film pixels, JSON.
+    box: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(Boolean)
+    #: Prompt points (film pixels) and labels, JSON; empty for automatic prompts.
+    prompts: Mapped[str] = mapped_column(Text, default="{}")
+    #: The mask at film size as a 1-bit PNG.
+    mask_png: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class MaskDecisionRow(Base):
+    __tablename__ = "mask_decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    segmentation_id: Mapped[int] = mapped_column(ForeignKey("segmentations.id"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    reader: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class PredictionRow(Base):
+    __tablename__ = "predictions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    film_id: Mapped[int] = mapped_column(ForeignKey("films.id"), index=True)
+    months: Mapped[float] = mapped_column(Float)
+    sex: Mapped[str] = mapped_column(String(1))
+    sex_source: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[str] = mapped_column(String(100))
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    preprocess: Mapped[str] = mapped_column(String(200))
+    loa_halfwidth_months: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class ReadingRow(Base):
+    __tablename__ = "readings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    film_id: Mapped[int] = mapped_column(ForeignKey("films.id"), index=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"))
+    reader: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    months: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now, index=True)
+
+
+def mask_to_png(mask: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(bool)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def png_to_mask(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("1"), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One film with the latest of everything recorded about it (None where nothing is)."""
+
+    film_id: int
+    sha256: str
+    pseudonym: str
+    sex: str | None
+    chronological_age_months: float | None
+    segmentation_id: int | None
+    mask_decision: str | None
+    mask_reader: str | None
+    prediction_id: int | None
+    predicted_months: float | None
+    model_version: str | None
+    weights_sha256: str | None
+    preprocess: str | None
+    reading_action: str | None
+    reference_months: float | None
+    reader: str | None
+    reason: str | None
+    film_created_at: dt.datetime
+    read_at: dt.datetime | None
