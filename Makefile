@@ -45,7 +45,9 @@ benchmark: setup
 # resumes where it stopped, mid-epoch included). Every choice (best epoch, ensemble weights, the intervals'
 # calibration) is made on the tune half of the validation split; the report half is for the figures only.
 # About 5.5 h on 2 CPU cores: 224 px from ImageNet (10 epochs, ~2 h), 299 px warm start (3 epochs, ~1.5 h),
-# 256 px long run with the early stages frozen (6 epochs, ~1.5-2 h), then the ensemble.
+# 256 px long run with the early stages frozen (6 epochs, ~2 h), then the ensemble of the three with weights
+# chosen on the tune half (the next model, 0.3.0). The shipped 0.2.0 ensemble is the 299 and 224 px members,
+# equal weights, geo4 TTA: `boneage ensemble <runs>/lite0-film-299-warm/best.pt assets/models/boneage-lite0-224.pt --tta geo4 ...`.
 RUNS   ?= $(HOME)/boneage-runs
 export BONEAGE_RUNS := $(RUNS)
 IMAGES := ../shared/data/rsna-train/images
