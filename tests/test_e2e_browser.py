@@ -192,7 +192,8 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     ys, xs = np.nonzero(seg["mask"])
     h, w = seg["mask"].shape
     target = np.array([np.median(xs), np.median(ys)])
-    frame = d.find_element(By.CSS_SELECTOR, 'iframe[title*="streamlit_image_coordinates"]')
+    # the click component is an iframe that renders after the page goes idle: wait for it (slow under load)
+    frame = _wait(d, "//iframe[contains(@title, 'streamlit_image_coordinates')]", 180)
     d.switch_to.frame(frame)
     img = _wait(d, "//img")
     size = img.size
