@@ -54,6 +54,15 @@ class Settings:
     #: Where training runs keep their state (checkpoints, logs): outside the clone, so that a later
     #: session on the same machine resumes them. ``{runs}`` in a config's ``out`` is this folder.
     runs_dir: Path = field(default_factory=lambda: Path("~/boneage-runs").expanduser())
+    #: The per-site secret keying pseudonyms and the log's hash chain (:mod:`boneage_core.secret`):
+    #: created on first use, mode 0600, outside the repository. Back it up with the review log.
+    site_secret_file: Path = field(default_factory=lambda: Path("~/.config/boneage/site-secret").expanduser())
+    #: Largest decoded image accepted, in pixels (rows x columns): a hand film is at most ~20 megapixels.
+    max_pixels: int = 40_000_000
+    #: Address-space limit of the process that decodes untrusted files, in bytes.
+    decode_memory: int = 2 * 1024**3
+    #: Wall-clock limit for decoding one file, in seconds.
+    decode_timeout_s: float = 30.0
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -83,4 +92,8 @@ def get_settings() -> Settings:
         min_side=int(os.environ.get("BONEAGE_MIN_SIDE", base.min_side)),
         max_bytes=int(os.environ.get("BONEAGE_MAX_BYTES", base.max_bytes)),
         runs_dir=_path("BONEAGE_RUNS", base.runs_dir),
+        site_secret_file=_path("BONEAGE_SITE_SECRET_FILE", base.site_secret_file),
+        max_pixels=int(os.environ.get("BONEAGE_MAX_PIXELS", base.max_pixels)),
+        decode_memory=int(os.environ.get("BONEAGE_DECODE_MEMORY", base.decode_memory)),
+        decode_timeout_s=float(os.environ.get("BONEAGE_DECODE_TIMEOUT_S", base.decode_timeout_s)),
     )

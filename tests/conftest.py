@@ -7,11 +7,18 @@ The shared data folder sits next to the repository (``../shared/data``); overrid
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tests never touch the site's own secret: one made for this test session (subprocesses inherit it).
+if "BONEAGE_SITE_SECRET_FILE" not in os.environ:
+    os.environ["BONEAGE_SITE_SECRET_FILE"] = str(
+        Path(tempfile.mkdtemp(prefix="boneage-test-")) / "site-secret"
+    )
 
 
 def shared_data_dir() -> Path:

@@ -25,6 +25,7 @@ PACKAGE = "boneage_core"
 #: of the same layer or above. ``boneage_core`` itself is the package's ``__init__`` (``__version__``).
 LAYERS: list[tuple[str, ...]] = [
     ("boneage_core", "boneage_core.errors", "boneage_core.settings"),
+    ("boneage_core.secret",),
     ("boneage_core.films", "boneage_core.clinical"),
     ("boneage_core.segment",),
     ("boneage_core.model",),
