@@ -83,17 +83,20 @@ def evaluate_folder(
         months = predictor.predict_batch([b[1] for b in batch], [1.0 if b[2] == "M" else 0.0 for b in batch])
         for (i, _, sex, source), m in zip(batch, months, strict=True):
             truth = rows[i].boneage
-            predictions.append({
-                "id": i,
-                "truth_months": truth,
-                "predicted_months": round(float(m), 2),
-                "error_months": round(float(m) - truth, 2),
-                "sex": sex,
-                "sex_source": source,
-                "model_version": prov["model_version"],
-                "weights_sha256": prov["weights_sha256"],
-                "preprocess": prov["preprocess"] + (f"+{prov['tta']}-tta" if prov["tta"] != "none" else ""),
-            })
+            predictions.append(
+                {
+                    "id": i,
+                    "truth_months": truth,
+                    "predicted_months": round(float(m), 2),
+                    "error_months": round(float(m) - truth, 2),
+                    "sex": sex,
+                    "sex_source": source,
+                    "model_version": prov["model_version"],
+                    "weights_sha256": prov["weights_sha256"],
+                    "preprocess": prov["preprocess"]
+                    + (f"+{prov['tta']}-tta" if prov["tta"] != "none" else ""),
+                }
+            )
         batch.clear()
 
     from ..model.predictor import resolve_sex
@@ -116,17 +119,19 @@ def evaluate_folder(
         [p["predicted_months"] for p in predictions],
         [1.0 if p["sex"] == "M" else 0.0 for p in predictions],
     )
-    metrics.update({
-        "images": str(images),
-        "labels": str(labels),
-        "n_labelled": len(rows),
-        "n_unreadable": len(unreadable),
-        "n_missing": len(missing),
-        "unreadable": [u["id"] for u in unreadable],
-        "missing": missing[:100],
-        "seconds": round(seconds, 1),
-        **prov,
-    })
+    metrics.update(
+        {
+            "images": str(images),
+            "labels": str(labels),
+            "n_labelled": len(rows),
+            "n_unreadable": len(unreadable),
+            "n_missing": len(missing),
+            "unreadable": [u["id"] for u in unreadable],
+            "missing": missing[:100],
+            "seconds": round(seconds, 1),
+            **prov,
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "predictions.csv", PREDICTION_FIELDS, predictions)
     _write_csv(out / "unreadable.csv", ["id", "path", "error"], unreadable)

@@ -41,11 +41,24 @@ def members_of(loaded: LoadedModel) -> list[Member]:
     """The members of a checkpoint: itself for a single model, its members for an ensemble (flattened)."""
     if loaded.meta.arch != ENSEMBLE_ARCH:
         m = loaded.meta
-        return [Member(loaded.net, m.version, m.arch, m.preprocess, loaded.weights_sha256, m.validation, m.training)]
+        return [
+            Member(
+                loaded.net, m.version, m.arch, m.preprocess, loaded.weights_sha256, m.validation, m.training
+            )
+        ]
     out = []
     for net, info in zip(loaded.net.members, loaded.meta.training["members"], strict=True):
-        out.append(Member(net, info["version"], info["arch"], info["preprocess"], info["weights_sha256"],
-                          info.get("validation", {}), info.get("training", {})))
+        out.append(
+            Member(
+                net,
+                info["version"],
+                info["arch"],
+                info["preprocess"],
+                info["weights_sha256"],
+                info.get("validation", {}),
+                info.get("training", {}),
+            )
+        )
     return out
 
 
@@ -62,8 +75,9 @@ def load_members(paths: list[Path]) -> list[Member]:
 
 
 @torch.no_grad()
-def member_predictions(net: EnsembleNet, pre: PreprocessConfig, images: Path, labels: Path, tta: str,
-                       batch_size: int = 32) -> tuple[list[str], np.ndarray, np.ndarray]:
+def member_predictions(
+    net: EnsembleNet, pre: PreprocessConfig, images: Path, labels: Path, tta: str, batch_size: int = 32
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Each member's estimate of every labelled film of ``images``, exactly as the ensemble computes it
     (the same canonical input and test-time views, then each member at its own size).
 

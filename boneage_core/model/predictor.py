@@ -124,11 +124,17 @@ class BoneAgePredictor:
         """Months ``(N,) float64`` for films (each ``HW uint8``) and sexes (1.0 male, 0.0 female)."""
         if len(films) == 0:
             return np.zeros(0)
-        x = to_model_input(list(films), self.pre).to(self.device).contiguous(memory_format=torch.channels_last)
+        x = (
+            to_model_input(list(films), self.pre)
+            .to(self.device)
+            .contiguous(memory_format=torch.channels_last)
+        )
         m = torch.as_tensor(np.asarray(male, dtype=np.float32), device=self.device)
         with self._lock:
             views = tta_views(x, self.tta, self.pre)
-            y = torch.stack([self.net(v.contiguous(memory_format=torch.channels_last), m) for v in views]).mean(0)
+            y = torch.stack(
+                [self.net(v.contiguous(memory_format=torch.channels_last), m) for v in views]
+            ).mean(0)
         return y.double().cpu().numpy()
 
     def predict(self, pixels: np.ndarray, male: bool | float) -> float:
