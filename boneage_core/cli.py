@@ -9,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def _preprocess(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -101,11 +99,35 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .evaluate.calibrate import calibrate_model
+
+    cal = calibrate_model(
+        args.model,
+        args.images,
+        args.labels,
+        args.out,
+        level=args.level,
+        device=args.device,
+        progress=lambda it: tqdm(it, unit="film", desc="calibrate", mininterval=2),
+    )
+    print(
+        f"{cal.level:.0%} interval, {cal.method}: q {cal.q:.3f} (eps {cal.eps:.2f}); on the {cal.n} calibration "
+        f"films coverage {cal.tune_coverage:.1%}, mean width {cal.tune_mean_width_months:.1f} months -> {args.out}"
+    )
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
+    from .clinical.ages import parse_age
     from .errors import BoneAgeError
     from .films.read import read_film
+    from .model.record import estimate_record, interpretation
 
     predictor = _predictor(args)
+    given_age = parse_age(args.age) if args.age else None
     failures = 0
     if args.heatmap:
         args.heatmap.mkdir(parents=True, exist_ok=True)
@@ -120,7 +142,8 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 print(f"{path}: error: {e}", file=sys.stderr)
             continue
-        record = {"file": str(path), **pred.to_dict(), "input_sha256": film.sha256}
+        gp = interpretation(film, pred, given_age)
+        record = {"file": str(path), **estimate_record(film, pred, given_age)}
         if args.heatmap:
             from PIL import Image
 
@@ -133,10 +156,14 @@ def _predict(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(record))
         else:
-            pm = f" +/- {pred.loa_halfwidth_months:.0f}" if pred.loa_halfwidth_months else ""
+            if pred.interval_low_months is not None:
+                pm = f", {pred.interval_level:.0%} interval {pred.interval_low_months:.0f}-{pred.interval_high_months:.0f}"
+            else:
+                pm = f" +/- {pred.loa_halfwidth_months:.0f}" if pred.loa_halfwidth_months else ""
+            cat = f"  z {gp.z_score:+.1f} ({gp.category})" if gp.z_score is not None else f"  ({gp.category})"
             line = (
-                f"{path}: {pred.years_months} ({pred.months:.1f}{pm} months)  sex {pred.sex} ({pred.sex_source})"
-                f"  model {pred.model_version}"
+                f"{path}: {pred.years_months} ({pred.months:.1f} months{pm})  sex {pred.sex} ({pred.sex_source})"
+                f"{cat}  model {pred.model_version}"
             )
             print(line + (f"  heatmap {record['heatmap']}" if args.heatmap else ""))
     return 1 if failures else 0
@@ -152,84 +179,17 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    import datetime as dt
+    from .model.ensemble import build_ensemble
 
-    from .errors import BoneAgeError
-    from .model.checkpoint import ModelMeta
-    from .model.ensemble import choose_weights, load_members, member_predictions
-    from .model.net import ENSEMBLE_ARCH, EnsembleNet
-    from .model.transforms import PreprocessConfig
-
-    members = load_members(args.members)
-    order = sorted(
-        range(len(members)), key=lambda i: -int(members[i].preprocess["input_size"])
-    )  # largest first
-    members = [members[i] for i in order]
-    if args.weights and len(args.weights) != len(members):
-        raise BoneAgeError(f"--weights has {len(args.weights)} numbers for {len(members)} members")
-    given = [args.weights[i] / sum(args.weights) for i in order] if args.weights else None
-    net = EnsembleNet([(m.arch, int(m.preprocess["input_size"])) for m in members], given)
-    for dst, m in zip(net.members, members, strict=True):
-        dst.load_state_dict(m.net.state_dict())
-    tta = args.tta or members[0].preprocess.get("tta", "flip")
-    # The ensemble reads the canonical film; each member resizes it to its own input, as in training.
-    preprocess = {
-        **members[0].preprocess,
-        "input_size": int(members[0].preprocess["canonical_side"]),
-        "tta": tta,
-    }
-    tuning: dict = {}
-    if args.tune_labels:
-        if given:
-            raise BoneAgeError("give either --weights or --tune-labels, not both")
-        pre = PreprocessConfig.from_dict(preprocess)
-        ids, truth, preds = member_predictions(net, pre, args.tune_images, args.tune_labels, tta)
-        weights, mae = choose_weights(preds, truth)
-        tuning = {
-            "labels": str(args.tune_labels),
-            "n": len(ids),
-            "mae_months": round(mae, 4),
-            "member_mae_months": [round(float(np.abs(p - truth).mean()), 4) for p in preds],
-            "uniform_mae_months": round(float(np.abs(preds.mean(0) - truth).mean()), 4),
-            "chosen": {m.version: round(float(w), 4) for m, w in zip(members, weights, strict=True)},
-        }
-        print(
-            f"weights chosen on {len(ids)} films of {args.tune_labels}: "
-            + ", ".join(
-                f"{m.version} {w:.2f} (alone {e:.2f})"
-                for m, w, e in zip(members, weights, tuning["member_mae_months"], strict=True)
-            )
-            + f"; MAE {mae:.2f} (uniform {tuning['uniform_mae_months']:.2f})"
-        )
-        keep = [i for i, w in enumerate(weights) if w > 0]  # a member of weight 0 would only cost time
-        members, weights = [members[i] for i in keep], weights[keep]
-        net = EnsembleNet([(m.arch, int(m.preprocess["input_size"])) for m in members], weights.tolist())
-        for dst, m in zip(net.members, members, strict=True):
-            dst.load_state_dict(m.net.state_dict())
-    w = net.member_weights.tolist()
-    meta = ModelMeta(
+    net, meta = build_ensemble(
+        args.members,
         version=args.version,
-        arch=ENSEMBLE_ARCH,
-        preprocess=preprocess,
-        training={
-            "members": [
-                {
-                    "version": m.version,
-                    "arch": m.arch,
-                    "preprocess": m.preprocess,
-                    "weights_sha256": m.weights_sha256,
-                    "validation": m.validation,
-                    "training": m.training,
-                    "weight": round(wi, 6),
-                }
-                for m, wi in zip(members, w, strict=True)
-            ],
-            "weights_tuning": tuning,
-        },
-        validation={},
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        tta=args.tta,
+        weights=args.weights,
+        tune_images=args.tune_images,
+        tune_labels=args.tune_labels,
     )
-    return _ship(args, net.eval(), meta)
+    return _ship(args, net, meta)
 
 
 def _ship(args: argparse.Namespace, net, meta) -> int:
@@ -336,8 +296,23 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="one JSON object per film")
     pr.add_argument("--heatmap", type=Path, metavar="DIR", help="write a Grad-CAM overlay PNG per film here")
     pr.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity (0-1)")
+    pr.add_argument(
+        "--age",
+        help="chronological age (months, or e.g. 10y6m); default: from the DICOM dates or PatientAge",
+    )
     _add_model_args(pr)
     pr.set_defaults(func=_predict)
+
+    ca = sub.add_parser(
+        "calibrate", help="fit a model's prediction interval on held-out films (the tune half)"
+    )
+    ca.add_argument("--model", type=Path, help="bone-age checkpoint (default: the shipped one)")
+    ca.add_argument("--images", type=Path, required=True, help="films named <id>.<ext>")
+    ca.add_argument("--labels", type=Path, required=True, help="e.g. configs/splits/rsna-val-tune.csv")
+    ca.add_argument("--level", type=float, default=0.9, help="coverage of the interval (default 0.9)")
+    ca.add_argument("--out", type=Path, required=True, help="the calibrated copy of the model")
+    ca.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present, else cpu")
+    ca.set_defaults(func=_calibrate)
 
     cp = sub.add_parser(
         "compare", help="MAE of two evaluate runs on the same films, with a paired bootstrap CI"

@@ -27,19 +27,32 @@ def raster_fields(fmt: str) -> dict[str, Any]:
         "study_date": None,
         "chronological_age_months": None,
         "source_format": fmt,
+        "date_problems": [],
     }
 
 
-def dicom_fields(ds: Dataset) -> dict[str, Any]:
-    birth = _date(ds.get("PatientBirthDate"))
-    study = next(
-        (d for k in ("StudyDate", "AcquisitionDate", "ContentDate") if (d := _date(ds.get(k)))), None
-    )
+def dicom_fields(ds: Dataset, today: dt.date | None = None) -> dict[str, Any]:
+    """The header's fields. The chronological age is StudyDate (else AcquisitionDate, ContentDate) minus
+    PatientBirthDate, else PatientAge; malformed, partial, future or inconsistent dates are reported in
+    ``date_problems`` (without their values, which identify) and no age is guessed from them."""
+    today = today or dt.date.today()
+    problems: list[str] = []
+    birth = _checked_date(ds, "PatientBirthDate", problems, today)
+    study = None
+    for key in ("StudyDate", "AcquisitionDate", "ContentDate"):
+        study = _checked_date(ds, key, problems, today)
+        if study is not None:
+            break
     age = None
-    if birth and study and study >= birth:
-        age = (study - birth).days / DAYS_PER_MONTH
-    elif birth is None:
+    if birth and study:
+        if study >= birth:
+            age = (study - birth).days / DAYS_PER_MONTH
+        else:
+            problems.append("the study date is before the birth date: no chronological age")
+    elif tag_text(ds.get("PatientBirthDate")) is None:
         age = _age_string_months(ds.get("PatientAge"))
+        if age is None and tag_text(ds.get("PatientAge")):
+            problems.append("PatientAge is not a DICOM age string (e.g. 011Y): not used")
     sex = tag_text(ds.get("PatientSex"))
     sex = sex.upper() if sex and sex.upper() in ("M", "F") else None
     return {
@@ -54,6 +67,7 @@ def dicom_fields(ds: Dataset) -> dict[str, Any]:
         "modality": tag_text(ds.get("Modality")),
         "body_part": tag_text(ds.get("BodyPartExamined")),
         "laterality": tag_text(ds.get("ImageLaterality")) or tag_text(ds.get("Laterality")),
+        "date_problems": problems,
     }
 
 
@@ -68,6 +82,7 @@ def film_metadata(fields: dict[str, Any], pseudonym: str) -> FilmMetadata:
     for key in ("birth_date", "study_date"):
         if out.get(key) is not None:
             out[key] = dt.date.fromisoformat(out[key])
+    out["date_problems"] = tuple(out.get("date_problems") or ())
     return FilmMetadata(pseudonym=pseudonym, **out)
 
 
@@ -86,14 +101,29 @@ def tag_int(value: Any) -> int | None:
         return None
 
 
-def _date(value: Any) -> dt.date | None:
-    text = tag_text(value)
+def _checked_date(ds: Dataset, key: str, problems: list[str], today: dt.date) -> dt.date | None:
+    """The DA value of ``key``, or None (absent, or reported in ``problems``: malformed, partial, future)."""
+    text = tag_text(ds.get(key))
     if not text:
         return None
-    try:
-        return dt.datetime.strptime(text.replace(".", "")[:8], "%Y%m%d").date()
-    except ValueError:
+    digits = text.replace(".", "").replace("-", "")
+    if re.fullmatch(r"\d{4}(\d{2})?", digits):
+        problems.append(f"{key} is partial (year or month only): no age is guessed from it")
         return None
+    try:
+        if not re.fullmatch(r"\d{8}", digits):
+            raise ValueError
+        value = dt.datetime.strptime(digits, "%Y%m%d").date()
+    except ValueError:
+        problems.append(f"{key} is not a valid date (YYYYMMDD): not used")
+        return None
+    if value > today:
+        problems.append(f"{key} is in the future: not used")
+        return None
+    if value.year < 1900:
+        problems.append(f"{key} is before 1900: not used")
+        return None
+    return value
 
 
 def _age_string_months(value: Any) -> float | None:
