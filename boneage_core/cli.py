@@ -376,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     en.add_argument("--val-images", type=Path, help="folder of the validation films")
     en.set_defaults(func=_ensemble)
+
+    from .training import gate
+
+    gate.add_parser(sub)
     return parser
 
 
