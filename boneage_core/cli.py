@@ -124,9 +124,11 @@ def _predict(args: argparse.Namespace) -> int:
     from .clinical.ages import parse_age
     from .errors import BoneAgeError
     from .films.read import read_film
+    from .model.gate import QualityGate
     from .model.record import estimate_record, interpretation
 
     predictor = _predictor(args)
+    gate = QualityGate()
     given_age = parse_age(args.age) if args.age else None
     failures = 0
     if args.heatmap:
@@ -143,7 +145,8 @@ def _predict(args: argparse.Namespace) -> int:
                 print(f"{path}: error: {e}", file=sys.stderr)
             continue
         gp = interpretation(film, pred, given_age)
-        record = {"file": str(path), **estimate_record(film, pred, given_age)}
+        flags = gate.flags(film.pixels, months=pred.months)
+        record = {"file": str(path), **estimate_record(film, pred, given_age, flags)}
         if args.heatmap:
             from PIL import Image
 
@@ -161,6 +164,7 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 pm = f" +/- {pred.loa_halfwidth_months:.0f}" if pred.loa_halfwidth_months else ""
             cat = f"  z {gp.z_score:+.1f} ({gp.category})" if gp.z_score is not None else f"  ({gp.category})"
+            cat += f"  flags: {', '.join(flags)} (review)" if flags else ""
             line = (
                 f"{path}: {pred.years_months} ({pred.months:.1f} months{pm})  sex {pred.sex} ({pred.sex_source})"
                 f"{cat}  model {pred.model_version}"

@@ -161,3 +161,28 @@ def test_split_conformal_covers_new_exchangeable_films(heteroscedastic: bool) ->
     assert cal.method == ("scaled" if heteroscedastic else cal.method)
     assert 0.88 <= cal.tune_coverage <= 0.95 and cal.n == 500
     assert (low >= 0).all() and (high > low).all()
+
+
+# ------------------------------------------------------------------------------------------- follow-up
+
+
+def test_follow_up_orders_studies_and_flags_backwards_and_fast_gains() -> None:
+    from boneage_core.clinical.followup import Study, follow_up
+
+    t = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    studies = [
+        Study("c", 146.0, 150.0, t + dt.timedelta(days=730)),  # +24 mo CA, +19.5 BA: normal
+        Study("a", 98.0, 102.5, t - dt.timedelta(days=730)),
+        Study("b", 122.0, 130.5, t),  # +24 mo CA, +28 BA
+        Study("d", 147.0, 141.0, t + dt.timedelta(days=760)),  # 1 month later, 9 months lower
+        Study("e", 159.0, 200.0, t + dt.timedelta(days=1100)),  # +12 CA, +59 BA
+        Study("f", None, 120.0, t),  # no age: last, no rate
+    ]
+    rows = follow_up(studies)
+    assert [r.study.key for r in rows] == ["a", "b", "c", "d", "e", "f"]
+    assert rows[0].rate is None and rows[0].flags == ()
+    assert rows[1].bone_age_gain_months == pytest.approx(28.0) and rows[1].rate == pytest.approx(28 / 24)
+    assert rows[2].flags == () and rows[2].rate == pytest.approx(19.5 / 24)
+    assert rows[3].flags == ("bone_age_decreased",)
+    assert rows[4].flags == ("implausibly_fast",) and rows[4].rate == pytest.approx(59 / 12)
+    assert rows[5].rate is None and rows[5].interval_months is None

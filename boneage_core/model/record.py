@@ -1,6 +1,7 @@
 """One estimate as a record for a reader or a report: the prediction with its interval and provenance,
 the chronological age (given, else from the DICOM header) and its Greulich-Pyle interpretation, and what
-was wrong with the header's dates. Used by ``boneage predict --json``; keys are stable.
+was wrong with the header's dates, and the quality gate's flags. Used by ``boneage predict --json``; keys
+are stable.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ from ..films.film import Film
 from .predictor import Prediction
 
 
-def estimate_record(film: Film, pred: Prediction, given_age_months: float | None = None) -> dict:
-    """JSON-ready dict of ``pred`` on ``film``; ``given_age_months`` overrides the header's age."""
+def estimate_record(
+    film: Film,
+    pred: Prediction,
+    given_age_months: float | None = None,
+    quality_flags: list[str] | None = None,
+) -> dict:
+    """JSON-ready dict of ``pred`` on ``film``; ``given_age_months`` overrides the header's age;
+    ``quality_flags`` are the gate's (:mod:`boneage_core.model.gate`), None when no gate was run."""
     ca = given_age_months if given_age_months is not None else film.meta.chronological_age_months
     gp = interpretation(film, pred, given_age_months)
     return {
@@ -28,6 +35,7 @@ def estimate_record(film: Film, pred: Prediction, given_age_months: float | None
         "category": gp.category,
         "category_reason": gp.reason,
         "date_problems": list(film.meta.date_problems),
+        "quality_flags": quality_flags,
         "input_sha256": film.sha256,
     }
 
