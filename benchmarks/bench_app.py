@@ -76,13 +76,19 @@ def main() -> None:
             t = time.perf_counter()
             at.run()
             reprompt_page.append(time.perf_counter() - t)
-            assert not at.exception and at.success and "decode only" in at.success[0].value, [s.value for s in at.success]
+            assert not at.exception and at.success and "decode only" in at.success[0].value, [
+                s.value for s in at.success
+            ]
         svc = at.session_state["_reading_service"]
         seg = log.segmentation(log.cases()[-1].segmentation_id)
         t = time.perf_counter()
-        svc.refine(case.film_id, np.vstack([seg["points"], [[xs.mean(), ys.mean()]]]), np.append(seg["labels"], 1))
+        svc.refine(
+            case.film_id, np.vstack([seg["points"], [[xs.mean(), ys.mean()]]]), np.append(seg["labels"], 1)
+        )
         reprompt_core.append(time.perf_counter() - t)
-    print(f"{len(films)} full-resolution films from {args.films}, torch threads {__import__('torch').get_num_threads()}")
+    print(
+        f"{len(films)} full-resolution films from {args.films}, torch threads {__import__('torch').get_num_threads()}"
+    )
     print(f"{'app start (models and log loaded once)':<44} {start:6.3f} s")
     _stats("first result after upload (goal < 5 s)", first)
     _stats("re-prompt on the Masks page (goal < 0.5 s)", reprompt_page)

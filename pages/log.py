@@ -54,9 +54,15 @@ with right:
     st.caption(f"Model {case.model_version} · weights {str(case.weights_sha256)[:12]}… · {case.preprocess}")
     reader = resources.reader()
     with st.form("reading"):
-        action = st.radio("Your reading", ["Confirm the estimate", "Enter my bone age"], key="reading_action",
-                          horizontal=True)
-        age_text = st.text_input("Bone age (months, or years and months: 130, 10y 10m, 10;10)", key="reading_age")
+        action = st.radio(
+            "Your reading",
+            ["Confirm the estimate", "Enter my bone age"],
+            key="reading_action",
+            horizontal=True,
+        )
+        age_text = st.text_input(
+            "Bone age (months, or years and months: 130, 10y 10m, 10;10)", key="reading_age"
+        )
         reason = st.text_area("Reason (required when you correct; no patient names)", key="reading_reason")
         submitted = st.form_submit_button("Save reading", type="primary")
     if submitted:
@@ -68,7 +74,11 @@ with right:
                 review.add_reading(film_id, case.prediction_id, reader, months, reason)
                 st.session_state["log_saved"] = (
                     f"Saved: case {film_id} "
-                    + ("confirmed" if months is None else f"read at {months:.1f} months ({format_years_months(months)})")
+                    + (
+                        "confirmed"
+                        if months is None
+                        else f"read at {months:.1f} months ({format_years_months(months)})"
+                    )
                     + f" by {reader}."
                 )
                 st.rerun()

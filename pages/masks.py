@@ -68,7 +68,9 @@ picture = points_overlay(mask_overlay(shown, mask_small > 0), seg["points"], seg
 
 left, right = st.columns([3, 2])
 with right:
-    mode = st.radio("A click on the film adds", ["include point", "exclude point"], horizontal=True, key="click_mode")
+    mode = st.radio(
+        "A click on the film adds", ["include point", "exclude point"], horizontal=True, key="click_mode"
+    )
     st.caption("Green dots: include; red crosses: exclude. Each click re-runs SAM's decoder on this film.")
 
 
@@ -77,9 +79,8 @@ def refine(points: np.ndarray, labels: np.ndarray) -> None:
         t0 = time.perf_counter()
         with st.spinner("Re-running SAM..."):
             res = svc.refine(film_id, points, labels)
-        st.session_state["refine_note"] = (
-            f"New mask in {time.perf_counter() - t0:.2f} s"
-            + (" (the film was encoded first)" if res.encoded else " (decode only)")
+        st.session_state["refine_note"] = f"New mask in {time.perf_counter() - t0:.2f} s" + (
+            " (the film was encoded first)" if res.encoded else " (decode only)"
         )
         st.rerun()
     except (BoneAgeError, ValueError, RuntimeError) as exc:
@@ -88,8 +89,10 @@ def refine(points: np.ndarray, labels: np.ndarray) -> None:
 
 with left:
     click = streamlit_image_coordinates(picture, key=f"click-{film_id}", width="stretch", cursor="crosshair")
-    st.caption(f"Case {film_id} · {seg['segmenter']} · mask score {seg['score']:.2f}"
-               + (" · flagged by the quality check" if seg["flagged"] else ""))
+    st.caption(
+        f"Case {film_id} · {seg['segmenter']} · mask score {seg['score']:.2f}"
+        + (" · flagged by the quality check" if seg["flagged"] else "")
+    )
 if click and click.get("unix_time") != st.session_state.get(f"last-click-{film_id}"):
     st.session_state[f"last-click-{film_id}"] = click.get("unix_time")
     fx = click["x"] / (click.get("width") or shown.shape[1]) * pixels.shape[1]
@@ -107,7 +110,9 @@ with right:
         y = c2.number_input("y", 0, pixels.shape[0] - 1, pixels.shape[0] // 2, key="point_y")
         kind = c3.selectbox("kind", ["include", "exclude"], key="point_kind")
         if st.form_submit_button("Add point and re-run SAM"):
-            refine(np.vstack([seg["points"], [[x, y]]]), np.append(seg["labels"], 1 if kind == "include" else 0))
+            refine(
+                np.vstack([seg["points"], [[x, y]]]), np.append(seg["labels"], 1 if kind == "include" else 0)
+            )
     st.divider()
     note = st.text_input("Note (optional)", key=f"mask_note-{seg['id']}")
     reader = resources.reader()

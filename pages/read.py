@@ -23,10 +23,14 @@ review = svc.log
 results: dict[str, int] = st.session_state.setdefault("read_results", {})  # sha256 -> film id
 
 uploads = st.file_uploader(
-    "Hand films (DICOM, PNG, JPEG; the type is read from the bytes)", accept_multiple_files=True, type=None,
+    "Hand films (DICOM, PNG, JPEG; the type is read from the bytes)",
+    accept_multiple_files=True,
+    type=None,
     key="uploads",
 )
-samples = st.multiselect("...or sample films (RSNA 2017 training films)", sorted(p.name for p in SAMPLES.glob("*.jpg")))
+samples = st.multiselect(
+    "...or sample films (RSNA 2017 training films)", sorted(p.name for p in SAMPLES.glob("*.jpg"))
+)
 items: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
 items += [(name, (SAMPLES / name).read_bytes()) for name in samples]
 if not items:
@@ -35,12 +39,21 @@ if not items:
 
 def ask_sex(name: str, sha: str) -> tuple[str, float | None] | None:
     """Form for a film without sex in its header; returns (sex, chronological age) once submitted."""
-    st.warning(f"**{name}**: the film does not say the patient's sex; bone-age standards differ for girls and boys.")
+    st.warning(
+        f"**{name}**: the film does not say the patient's sex; bone-age standards differ for girls and boys."
+    )
     with st.form(f"sex-{sha}"):
-        sex = st.radio("Sex", ["F", "M"], index=None, horizontal=True, key=f"sex-{sha}",
-                       format_func=lambda s: {"F": "Girl (F)", "M": "Boy (M)"}[s])
-        age_text = st.text_input("Chronological age (optional: months, or years and months like 10y 6m)",
-                                 key=f"chron-{sha}")
+        sex = st.radio(
+            "Sex",
+            ["F", "M"],
+            index=None,
+            horizontal=True,
+            key=f"sex-{sha}",
+            format_func=lambda s: {"F": "Girl (F)", "M": "Boy (M)"}[s],
+        )
+        age_text = st.text_input(
+            "Chronological age (optional: months, or years and months like 10y 6m)", key=f"chron-{sha}"
+        )
         if not st.form_submit_button("Estimate bone age"):
             return None
     if sex is None:
@@ -58,8 +71,12 @@ def analyse(name: str, data: bytes, sha: str) -> None:
     try:
         t0 = time.perf_counter()
         with st.spinner(f"Reading {name}: segmenting the hand and estimating the bone age..."):
-            res = svc.analyse(data, name=name, sex=given[0] if given else None,
-                              chronological_age_months=given[1] if given else None)
+            res = svc.analyse(
+                data,
+                name=name,
+                sex=given[0] if given else None,
+                chronological_age_months=given[1] if given else None,
+            )
         results[sha] = res.film_id
         st.session_state[f"seconds-{sha}"] = None if res.seen_before else time.perf_counter() - t0
     except MissingSexError:
@@ -80,12 +97,18 @@ def show(name: str, sha: str, film_id: int) -> None:
     st.subheader(name)
     seconds = st.session_state.get(f"seconds-{sha}")
     if seconds is None:
-        st.info(f"Seen before: this film (same bytes) is case {film_id} in the log, first recorded "
-                f"{case.film_created_at:%Y-%m-%d %H:%M} UTC; its record is shown.")
+        st.info(
+            f"Seen before: this film (same bytes) is case {film_id} in the log, first recorded "
+            f"{case.film_created_at:%Y-%m-%d %H:%M} UTC; its record is shown."
+        )
     left, right = st.columns([3, 2])
     with right:
-        heat_on = st.toggle("Grad-CAM heatmap", key=f"heat-{sha}", help="Where the model looked (Grad-CAM++).")
-        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity-{sha}", disabled=not heat_on)
+        heat_on = st.toggle(
+            "Grad-CAM heatmap", key=f"heat-{sha}", help="Where the model looked (Grad-CAM++)."
+        )
+        opacity = st.slider(
+            "Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity-{sha}", disabled=not heat_on
+        )
         show_mask = st.toggle("Hand mask", value=True, key=f"mask-{sha}")
     shown, scale = display_copy(pixels, 1024)
     caption = "film"
@@ -102,8 +125,11 @@ def show(name: str, sha: str, film_id: int) -> None:
         image = shown
     if show_mask and case.segmentation_id:
         mask, _ = display_copy(review.mask(case.segmentation_id).astype("uint8"), 1024)
-        image = mask_overlay(image if image.ndim == 2 else image.mean(axis=2).astype("uint8"), mask > 0) \
-            if not heat_on else _outline(image, mask > 0)
+        image = (
+            mask_overlay(image if image.ndim == 2 else image.mean(axis=2).astype("uint8"), mask > 0)
+            if not heat_on
+            else _outline(image, mask > 0)
+        )
         caption += " with the hand mask"
     left.image(image, caption=caption, width="stretch")
     with right:
@@ -113,18 +139,30 @@ def show(name: str, sha: str, film_id: int) -> None:
         b.metric("Years and months", format_years_months(months))
         pred_half = _halfwidth(film_id)
         if pred_half:
-            st.caption(f"95 % of validation films were within ±{pred_half:.1f} months of RSNA's reading at this age.")
+            st.caption(
+                f"95 % of validation films were within ±{pred_half:.1f} months of RSNA's reading at this age."
+            )
         chron = case.chronological_age_months
         sex = {"M": "boy", "F": "girl"}.get(case.sex or "", "unknown")
-        st.write(f"**Sex:** {sex} · **Chronological age:** "
-                 + (f"{format_years_months(chron)} (bone age {months - chron:+.0f} months)" if chron else "not known"))
+        st.write(
+            f"**Sex:** {sex} · **Chronological age:** "
+            + (
+                f"{format_years_months(chron)} (bone age {months - chron:+.0f} months)"
+                if chron
+                else "not known"
+            )
+        )
         seg = review.segmentation(case.segmentation_id) if case.segmentation_id else None
         if case.mask_decision:
             st.write(f"**Mask:** {case.mask_decision} by {case.mask_reader}")
         elif seg is not None:
-            st.write("**Mask:** waiting for review" + (" (flagged by the quality check)" if seg["flagged"] else ""))
+            st.write(
+                "**Mask:** waiting for review" + (" (flagged by the quality check)" if seg["flagged"] else "")
+            )
         if case.reading_action:
-            st.write(f"**Reading:** {case.reading_action} at {case.reference_months:.1f} months by {case.reader}")
+            st.write(
+                f"**Reading:** {case.reading_action} at {case.reference_months:.1f} months by {case.reader}"
+            )
         if seconds:
             st.caption(f"Segmented and estimated in {seconds:.1f} s.")
         c1, c2 = st.columns(2)
@@ -132,8 +170,10 @@ def show(name: str, sha: str, film_id: int) -> None:
             resources.open_case(film_id, "masks")
         if c2.button("Confirm or correct", key=f"to-log-{sha}", icon=":material/edit_note:", type="primary"):
             resources.open_case(film_id, "log")
-    st.caption(f"Case {film_id} · pseudonymous key {case.pseudonym} · input sha256 {case.sha256[:16]}… · "
-               f"model {case.model_version} (weights {str(case.weights_sha256)[:12]}…) · {case.preprocess}")
+    st.caption(
+        f"Case {film_id} · pseudonymous key {case.pseudonym} · input sha256 {case.sha256[:16]}… · "
+        f"model {case.model_version} (weights {str(case.weights_sha256)[:12]}…) · {case.preprocess}"
+    )
     st.divider()
 
 

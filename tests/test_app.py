@@ -67,8 +67,17 @@ def fullres_label(path: Path) -> dict:
 
 
 def _prediction(months: float, sex: str) -> Prediction:
-    return Prediction(months=months, sex=sex, sex_source="given", model_version="fixed-model", weights_sha256="cd" * 32,
-                      preprocess="film/fixed/224px", tta="flip", seconds=0.1, loa_halfwidth_months=15.0)
+    return Prediction(
+        months=months,
+        sex=sex,
+        sex_source="given",
+        model_version="fixed-model",
+        weights_sha256="cd" * 32,
+        preprocess="film/fixed/224px",
+        tta="flip",
+        seconds=0.1,
+        loa_halfwidth_months=15.0,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ Read
@@ -85,7 +94,9 @@ def test_read_full_res_film_asks_sex_then_shows_estimate_mask_and_heatmap(data_d
     assert not (data_dir / "review.sqlite").exists() or not ReviewLog(data_dir / "review.sqlite").cases()
 
     at.radio[0].set_value("M" if male else "F")
-    at.text_input(key=[t.key for t in at.text_input if t.key and t.key.startswith("chron-")][0]).set_value("11y 3m")
+    at.text_input(key=[t.key for t in at.text_input if t.key and t.key.startswith("chron-")][0]).set_value(
+        "11y 3m"
+    )
     at.button[0].click().run()
     assert not at.exception and not at.error
     m = metrics(at)
@@ -118,8 +129,14 @@ def test_read_full_res_film_asks_sex_then_shows_estimate_mask_and_heatmap(data_d
 @pytest.mark.slow
 def test_read_dicom_takes_sex_and_age_from_the_header_and_keeps_no_names(data_dir, fullres_films):
     pixels = read_film(fullres_films[1]).pixels.astype(np.uint16) * 16  # 12-bit stored values
-    data = make_dicom(4095 - pixels, photometric="MONOCHROME1", bits_stored=12, sex="M", patient_name="Doe^John",
-                      patient_id="PID-4242")
+    data = make_dicom(
+        4095 - pixels,
+        photometric="MONOCHROME1",
+        bits_stored=12,
+        sex="M",
+        patient_name="Doe^John",
+        patient_id="PID-4242",
+    )
     at = upload(start(), "hand.dcm", data)
     assert not at.warning and not at.error
     assert 0 < float(metrics(at)["Bone age"].split()[0]) < 240
@@ -150,14 +167,19 @@ def _png(array: np.ndarray) -> bytes:
     [
         ("notes.txt", lambda p: b"patient: nobody\nage: 11\n", "not an image|text"),
         ("scan.dcm", lambda p: make_dicom(read_film(p).pixels)[:3000], "truncated|damaged|corrupt"),
-        ("huge.bin", lambda p: np.random.default_rng(0).bytes(100 * 1024 * 1024), "not an image|unknown|format"),
+        (
+            "huge.bin",
+            lambda p: np.random.default_rng(0).bytes(100 * 1024 * 1024),
+            "not an image|unknown|format",
+        ),
         ("cat.jpg", _colour_picture, "colour picture"),
         ("dot.png", lambda p: _png(np.zeros((1, 1), np.uint8)), "small|pixel"),
     ],
     ids=["text", "truncated-dicom", "100MB-junk", "colour-photo", "1-pixel"],
 )
-def test_bad_upload_gives_a_clear_error_keeps_the_app_up_and_logs_nothing(data_dir, fullres_films, name, make,
-                                                                           message):
+def test_bad_upload_gives_a_clear_error_keeps_the_app_up_and_logs_nothing(
+    data_dir, fullres_films, name, make, message
+):
     at = upload(start(), name, make(fullres_films[0]))
     assert len(at.error) == 1 and name in at.error[0].value
     assert re.search(message, at.error[0].value, re.IGNORECASE), at.error[0].value
@@ -219,7 +241,9 @@ def test_masks_need_a_reader_name(data_dir, fullres_films):
     assert "name in the sidebar" in at.warning[0].value
 
 
-def test_manifest_import_fills_the_queue_and_rejected_masks_leave_the_dataset(data_dir, fullres_films, tmp_path):
+def test_manifest_import_fills_the_queue_and_rejected_masks_leave_the_dataset(
+    data_dir, fullres_films, tmp_path
+):
     from boneage_core.review.usable import usable_ids
     from boneage_core.segment.batch import preprocess_folder
 
@@ -290,7 +314,9 @@ def test_log_page_confirms_and_corrects_with_reason_and_keeps_history(data_dir, 
     c = log.cases()[0]
     assert c.reference_months == 126.0 and c.reading_action == "corrected" and c.reader == "dr_test"
     history = at.dataframe[0].value
-    assert list(history["kind"]).count("reading confirmed") == 1 and "reading corrected" in list(history["kind"])
+    assert list(history["kind"]).count("reading confirmed") == 1 and "reading corrected" in list(
+        history["kind"]
+    )
     assert fid == c.film_id
 
 
@@ -314,8 +340,15 @@ def _reference(rows) -> dict:
     e = p - t
     n = len(rows)
     icc = icc_a1_by_hand(np.stack([t, p], axis=1))
-    return {"n": n, "mae": np.abs(e).mean(), "rmse": np.sqrt((e**2).mean()), "bias": e.mean(),
-            "w6": (np.abs(e) <= 6).mean(), "w12": (np.abs(e) <= 12).mean(), "icc": icc}
+    return {
+        "n": n,
+        "mae": np.abs(e).mean(),
+        "rmse": np.sqrt((e**2).mean()),
+        "bias": e.mean(),
+        "w6": (np.abs(e) <= 6).mean(),
+        "w12": (np.abs(e) <= 12).mean(),
+        "icc": icc,
+    }
 
 
 def test_dashboard_figures_equal_an_independent_reference_and_filter_by_reader(data_dir, eight_films):
@@ -348,7 +381,9 @@ def test_dashboard_figures_equal_an_independent_reference_and_filter_by_reader(d
 
 def test_export_page_rows_hold_keys_and_provenance_but_no_identifiers(data_dir, eight_films):
     log = _fixed_log(data_dir / "review.sqlite", eight_films[1:3], FIXED[:2])
-    dicom = read_film(make_dicom(eight_films[0].pixels, patient_name="Doe^Jane", patient_id="PID-0001", sex="F"))
+    dicom = read_film(
+        make_dicom(eight_films[0].pixels, patient_name="Doe^Jane", patient_id="PID-0001", sex="F")
+    )
     fid, _, pid = log.record_analysis(dicom, classical_segment(dicom.pixels), _prediction(77.0, "F"))
     log.add_reading(fid, pid, "dr_c", 80.0, reason="Jane's film looked older")
     at = start("export")

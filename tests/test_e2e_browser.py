@@ -59,9 +59,23 @@ def server(tmp_path: Path):
     env.pop("BONEAGE_REVIEW_DB", None)
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app" / "main.py"),
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -88,13 +102,19 @@ def browser(tmp_path: Path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1300",
-                "--disable-gpu"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1300",
+        "--disable-gpu",
+    ):
         opts.add_argument(arg)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     driver.downloads = downloads
@@ -137,8 +157,12 @@ def _nav(driver, title: str) -> None:
 
     links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
     next(a for a in links if a.text.strip().endswith(title)).click()
-    _wait(driver, f"//h1[contains(., {'Reading log' if title == 'Log' else title!r})]" if title != "Read" else
-          "//h1[contains(., 'Read films')]")
+    _wait(
+        driver,
+        f"//h1[contains(., {'Reading log' if title == 'Log' else title!r})]"
+        if title != "Read"
+        else "//h1[contains(., 'Read films')]",
+    )
     _idle(driver)
 
 
@@ -147,7 +171,9 @@ def _shot(driver, name: str) -> None:
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
 
 
-def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(server, browser, fullres_films):
+def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
+    server, browser, fullres_films
+):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -206,7 +232,10 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     _shot(d, "04-masks-after-click")
     clicked = log.segmentation(log.cases()[0].segmentation_id)
     assert clicked["id"] != seg["id"] and clicked["labels"][-1] == 1
-    assert np.abs(clicked["points"][-1] - target).max() < 2 * w / size["width"] + 2, (clicked["points"][-1], target)
+    assert np.abs(clicked["points"][-1] - target).max() < 2 * w / size["width"] + 2, (
+        clicked["points"][-1],
+        target,
+    )
     assert "s" in note.text
     _button(d, "Accept mask").click()
     _wait(d, "//*[contains(text(), 'accepted by dr_e2e')]")

@@ -20,9 +20,17 @@ from boneage_core.segment.classical import classical_segment
 
 
 def _prediction(months: float, sex: str = "F") -> Prediction:
-    return Prediction(months=months, sex=sex, sex_source="given", model_version="test-model",
-                      weights_sha256="ab" * 32, preprocess="film/test/224px", tta="flip", seconds=0.1,
-                      loa_halfwidth_months=14.0)
+    return Prediction(
+        months=months,
+        sex=sex,
+        sex_source="given",
+        model_version="test-model",
+        weights_sha256="ab" * 32,
+        preprocess="film/test/224px",
+        tta="flip",
+        seconds=0.1,
+        loa_halfwidth_months=14.0,
+    )
 
 
 @pytest.fixture()
@@ -47,7 +55,11 @@ def test_same_bytes_same_film_and_no_identifiers_stored(log: ReviewLog, films):
     raw = b"".join(p.read_bytes() for p in log.path.parent.glob("review.sqlite*"))
     assert b"Doe" not in raw and b"PID-0001" not in raw and b"Jane" not in raw
     case = {c.film_id: c for c in log.cases()}[a]
-    assert case.sex == "F" and case.pseudonym == dicom.meta.pseudonym and case.chronological_age_months is not None
+    assert (
+        case.sex == "F"
+        and case.pseudonym == dicom.meta.pseudonym
+        and case.chronological_age_months is not None
+    )
 
 
 def test_masks_queue_decisions_and_history(log: ReviewLog, films):
@@ -77,10 +89,16 @@ def test_readings_confirm_correct_and_refuse_bad_values(log: ReviewLog, films):
     fid = log.record_film(films[0])
     pid = log.add_prediction(fid, _prediction(120.4))
     log.add_reading(fid, pid, reader="dr_a")
-    assert log.cases()[0].reading_action == "confirmed" and log.cases()[0].reference_months == pytest.approx(120.4)
+    assert log.cases()[0].reading_action == "confirmed" and log.cases()[0].reference_months == pytest.approx(
+        120.4
+    )
     before = len(log.history(fid))
-    for bad in (dict(months=300, reason="x"), dict(months=-1, reason="x"), dict(months=100, reason=" "),
-                dict(months=float("nan"), reason="x")):
+    for bad in (
+        dict(months=300, reason="x"),
+        dict(months=-1, reason="x"),
+        dict(months=100, reason=" "),
+        dict(months=float("nan"), reason="x"),
+    ):
         with pytest.raises(ReviewLogError):
             log.add_reading(fid, pid, reader="dr_a", **bad)
     assert len(log.history(fid)) == before  # nothing half-written
@@ -102,8 +120,12 @@ def test_log_tables_are_append_only_and_pragmas_set(log: ReviewLog, films):
     con = sqlite3.connect(log.path)
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        for sql in ("UPDATE readings SET months = 1", "DELETE FROM readings", "DELETE FROM films",
-                    "UPDATE predictions SET months = 0"):
+        for sql in (
+            "UPDATE readings SET months = 1",
+            "DELETE FROM readings",
+            "DELETE FROM films",
+            "UPDATE predictions SET months = 0",
+        ):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 con.execute(sql)
     finally:
@@ -189,11 +211,14 @@ def test_exports_hold_keys_provenance_and_agreement(log: ReviewLog, films):
     assert float(agree["all"]["bias_months"]) == pytest.approx(-4 / 3, abs=1e-4)
     assert float(agree["reader dr_a"]["mae_months"]) == pytest.approx(5.0)
     assert float(agree["all"]["icc_a1"]) == pytest.approx(
-        icc_a1_by_hand(np.stack([np.array(refs), np.array(preds)], 1)), abs=1e-4)
+        icc_a1_by_hand(np.stack([np.array(refs), np.array(preds)], 1)), abs=1e-4
+    )
     assert agree["reader dr_b"]["icc_a1"] == ""  # one case: no ICC
 
 
-def test_reading_service_logs_all_or_nothing_and_reopens_known_films(log: ReviewLog, fullres_films, predictor):
+def test_reading_service_logs_all_or_nothing_and_reopens_known_films(
+    log: ReviewLog, fullres_films, predictor
+):
     from boneage_core.errors import MissingSexError, UnreadableFilmError
     from boneage_core.review.reading import ReadingService
 
@@ -212,4 +237,7 @@ def test_reading_service_logs_all_or_nothing_and_reopens_known_films(log: Review
     again = service.analyse(data, name="same-film-renamed.jpg")  # no sex needed: the record has it
     assert again.seen_before and again.film_id == first.film_id
     assert np.array_equal(again.mask, first.mask)
-    assert len(log.cases()) == 1 and len([e for e in log.history(first.film_id) if e["kind"] == "prediction"]) == 1
+    assert (
+        len(log.cases()) == 1
+        and len([e for e in log.history(first.film_id) if e["kind"] == "prediction"]) == 1
+    )

@@ -64,13 +64,21 @@ class ReviewLog(LogQueries):
         with self.engine.begin() as conn:
             for table in APPEND_ONLY:
                 for op in ("UPDATE", "DELETE"):
-                    conn.execute(text(
-                        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-                    ))
+                    conn.execute(
+                        text(
+                            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+                        )
+                    )
 
-    def record_film(self, film, origin: str = "upload", *, sex: str | None = None,
-                    chronological_age_months: float | None = None) -> int:
+    def record_film(
+        self,
+        film,
+        origin: str = "upload",
+        *,
+        sex: str | None = None,
+        chronological_age_months: float | None = None,
+    ) -> int:
         """The id of ``film`` (a :class:`boneage_core.films.film.Film`), recorded once per sha256.
 
         ``sex`` and ``chronological_age_months`` given by the reader win over the DICOM header's.
@@ -78,34 +86,49 @@ class ReviewLog(LogQueries):
         m = film.meta
         sex = sex if sex in ("M", "F") else m.sex
         age = chronological_age_months if chronological_age_months is not None else m.chronological_age_months
-        return self._insert_film({
-            "sha256": film.sha256,
-            "pseudonym": m.pseudonym,
-            "source_format": m.source_format,
-            "width": int(film.pixels.shape[1]),
-            "height": int(film.pixels.shape[0]),
-            "sex": sex if sex in ("M", "F") else None,
-            "chronological_age_months": age,
-            "origin": origin,
-            "source_id": None,
-            "source_path": None,
-            "created_at": utc_now(),
-        })
+        return self._insert_film(
+            {
+                "sha256": film.sha256,
+                "pseudonym": m.pseudonym,
+                "source_format": m.source_format,
+                "width": int(film.pixels.shape[1]),
+                "height": int(film.pixels.shape[0]),
+                "sex": sex if sex in ("M", "F") else None,
+                "chronological_age_months": age,
+                "origin": origin,
+                "source_id": None,
+                "source_path": None,
+                "created_at": utc_now(),
+            }
+        )
 
     def _insert_film(self, values: dict) -> int:
         with Session(self.engine) as s, s.begin():
-            s.execute(sqlite_insert(FilmRow).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
+            s.execute(
+                sqlite_insert(FilmRow).values(**values).on_conflict_do_nothing(index_elements=["sha256"])
+            )
             return s.execute(select(FilmRow.id).where(FilmRow.sha256 == values["sha256"])).scalar_one()
 
-    def record_analysis(self, film, seg=None, pred=None, *, sam_sha256: str | None = None,
-                        origin: str = "upload", chronological_age_months: float | None = None
-                        ) -> tuple[int, int | None, int | None]:
+    def record_analysis(
+        self,
+        film,
+        seg=None,
+        pred=None,
+        *,
+        sam_sha256: str | None = None,
+        origin: str = "upload",
+        chronological_age_months: float | None = None,
+    ) -> tuple[int, int | None, int | None]:
         """Film, its segmentation and its estimate in one transaction: all three are logged or none.
 
         Returns ``(film_id, segmentation_id, prediction_id)``; the film row is reused if known.
         """
-        film_id = self.record_film(film, origin=origin, sex=pred.sex if pred is not None else None,
-                                   chronological_age_months=chronological_age_months)  # idempotent
+        film_id = self.record_film(
+            film,
+            origin=origin,
+            sex=pred.sex if pred is not None else None,
+            chronological_age_months=chronological_age_months,
+        )  # idempotent
         with Session(self.engine) as s, s.begin():
             seg_row = self._segmentation_row(film_id, seg, sam_sha256) if seg is not None else None
             pred_row = self._prediction_row(film_id, pred) if pred is not None else None
@@ -137,28 +160,38 @@ class ReviewLog(LogQueries):
             from PIL import Image
 
             mask = np.asarray(Image.open(mask_path).convert("L")) > 127
-            film_id = self._insert_film({
-                "sha256": row["input_sha256"],
-                "pseudonym": row["pseudonym"],
-                "source_format": Path(row["source"]).suffix.lower().lstrip(".") or "unknown",
-                "width": int(row["width"]),
-                "height": int(row["height"]),
-                "sex": row.get("sex") if row.get("sex") in ("M", "F") else None,
-                "chronological_age_months": None,
-                "origin": f"manifest:{manifest}"[:300],
-                "source_id": row["id"],
-                "source_path": str(Path(row["source"]).resolve()),
-                "created_at": utc_now(),
-            })
+            film_id = self._insert_film(
+                {
+                    "sha256": row["input_sha256"],
+                    "pseudonym": row["pseudonym"],
+                    "source_format": Path(row["source"]).suffix.lower().lstrip(".") or "unknown",
+                    "width": int(row["width"]),
+                    "height": int(row["height"]),
+                    "sex": row.get("sex") if row.get("sex") in ("M", "F") else None,
+                    "chronological_age_months": None,
+                    "origin": f"manifest:{manifest}"[:300],
+                    "source_id": row["id"],
+                    "source_path": str(Path(row["source"]).resolve()),
+                    "created_at": utc_now(),
+                }
+            )
             with Session(self.engine) as s, s.begin():
                 if s.execute(select(SegmentationRow.id).where(SegmentationRow.film_id == film_id)).first():
                     continue
-                s.add(SegmentationRow(
-                    film_id=film_id, segmenter=row["segmenter"], sam_sha256=row.get("sam_sha256") or None,
-                    box=json.dumps([int(float(row[k])) for k in ("box_x0", "box_y0", "box_x1", "box_y1")]),
-                    score=float(row["score"] or "nan"), flagged=row["status"] == "flagged",
-                    prompts="{}", mask_png=mask_to_png(mask),
-                ))
+                s.add(
+                    SegmentationRow(
+                        film_id=film_id,
+                        segmenter=row["segmenter"],
+                        sam_sha256=row.get("sam_sha256") or None,
+                        box=json.dumps(
+                            [int(float(row[k])) for k in ("box_x0", "box_y0", "box_x1", "box_y1")]
+                        ),
+                        score=float(row["score"] or "nan"),
+                        flagged=row["status"] == "flagged",
+                        prompts="{}",
+                        mask_png=mask_to_png(mask),
+                    )
+                )
                 new += 1
         return new
 
@@ -170,7 +203,10 @@ class ReviewLog(LogQueries):
     def _segmentation_row(film_id: int, seg, sam_sha256: str | None) -> SegmentationRow:
         prompts = {}
         if seg.points is not None and len(seg.points):
-            prompts = {"points": np.asarray(seg.points).round(1).tolist(), "labels": np.asarray(seg.labels).tolist()}
+            prompts = {
+                "points": np.asarray(seg.points).round(1).tolist(),
+                "labels": np.asarray(seg.labels).tolist(),
+            }
         return SegmentationRow(
             film_id=film_id,
             segmenter=seg.segmenter,
@@ -189,7 +225,9 @@ class ReviewLog(LogQueries):
         with Session(self.engine) as s, s.begin():
             if s.get(SegmentationRow, segmentation_id) is None:
                 raise ReviewLogError(f"no segmentation {segmentation_id} in the log")
-            row = MaskDecisionRow(segmentation_id=segmentation_id, decision=decision, reader=reader, note=note)
+            row = MaskDecisionRow(
+                segmentation_id=segmentation_id, decision=decision, reader=reader, note=note
+            )
             s.add(row)
             s.flush()
             return row.id
@@ -211,8 +249,9 @@ class ReviewLog(LogQueries):
             loa_halfwidth_months=pred.loa_halfwidth_months,
         )
 
-    def add_reading(self, film_id: int, prediction_id: int, reader: str, months: float | None = None,
-                    reason: str = "") -> int:
+    def add_reading(
+        self, film_id: int, prediction_id: int, reader: str, months: float | None = None, reason: str = ""
+    ) -> int:
         """The reader confirms the estimate (``months`` None or equal to it) or corrects it."""
         reader = _reader(reader)
         with Session(self.engine) as s, s.begin():
@@ -228,8 +267,14 @@ class ReviewLog(LogQueries):
                 action = "confirmed" if abs(months - pred.months) < 0.05 else "corrected"
             if action == "corrected" and not reason.strip():
                 raise ReviewLogError("a corrected age needs a reason")
-            row = ReadingRow(film_id=film_id, prediction_id=prediction_id, reader=reader, action=action,
-                             months=months, reason=reason.strip())
+            row = ReadingRow(
+                film_id=film_id,
+                prediction_id=prediction_id,
+                reader=reader,
+                action=action,
+                months=months,
+                reason=reason.strip(),
+            )
             s.add(row)
             s.flush()
             return row.id
