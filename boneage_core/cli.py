@@ -319,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--val-labels", type=Path, help="validate the ensemble on these films and store the figures")
     en.add_argument("--val-images", type=Path, help="folder of the validation films")
     en.set_defaults(func=_ensemble)
+
+    from .review.commands import add_commands
+
+    add_commands(sub)  # `boneage users ...` (reader accounts) and `boneage log verify`
     return parser
 
 
