@@ -1,4 +1,7 @@
-"""Export: agreement statistics and per-case rows as CSV. Pseudonymous keys only, never names or IDs."""
+"""Export: agreement statistics and per-case rows as CSV. Pseudonymous keys only, never names or IDs.
+
+For admins only: readers do not get this page in the navigation, and it stops for them if reached.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import streamlit as st
 
 from boneage_core.review import export
 
+resources.require_admin()
 st.title("Export")
 review = resources.review_log()
 st.caption(

@@ -52,7 +52,7 @@ with right:
     b.metric("Reader", "—" if case.reference_months is None else f"{case.reference_months:.1f} months")
     c.metric("Mask", case.mask_decision or "undecided")
     st.caption(f"Model {case.model_version} · weights {str(case.weights_sha256)[:12]}… · {case.preprocess}")
-    reader = resources.reader()
+    reader = resources.reader()  # the signed-in account: the reading is logged under it
     with st.form("reading"):
         action = st.radio(
             "Your reading",
@@ -67,7 +67,7 @@ with right:
         submitted = st.form_submit_button("Save reading", type="primary")
     if submitted:
         if not reader:
-            st.error("Enter your name in the sidebar first: every reading is logged under its reader.")
+            st.error("Sign in first: every reading is logged under its reader's account.")
         else:
             try:
                 months = None if action == "Confirm the estimate" else parse_age(age_text)
@@ -86,6 +86,9 @@ with right:
                 st.error(str(exc))
 
 st.subheader("History")
-st.caption("The log is append-only: a new reading or decision is a new row; nothing is overwritten.")
+st.caption(
+    "The log is append-only: a new reading or decision is a new row; nothing is overwritten "
+    "(`boneage log verify` checks it)."
+)
 history = pd.DataFrame(review.history(film_id))
 st.dataframe(history, hide_index=True, width="stretch")

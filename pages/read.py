@@ -1,8 +1,11 @@
-"""Read: upload films, see the hand mask, the bone-age estimate and its Grad-CAM heatmap."""
+"""Read: upload films, see the hand mask, the bone-age estimate and its Grad-CAM heatmap.
+
+Uploads go through the session's :class:`~boneage_core.review.intake.UploadBudget`: a file over the size
+limit or over the session's limits is refused with a message, and the same bytes twice are read once.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -13,6 +16,7 @@ import streamlit as st
 from boneage_core.clinical.ages import format_years_months, parse_age
 from boneage_core.errors import BoneAgeError, MissingSexError
 from boneage_core.review.visual import display_copy, heatmap_overlay, mask_overlay
+from boneage_core.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "assets" / "samples"
 log = logging.getLogger("boneage.app")
@@ -31,10 +35,21 @@ uploads = st.file_uploader(
 samples = st.multiselect(
     "...or sample films (RSNA 2017 training films)", sorted(p.name for p in SAMPLES.glob("*.jpg"))
 )
-items: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
-items += [(name, (SAMPLES / name).read_bytes()) for name in samples]
-if not items:
+entries = [(u.name, u.size, u.getvalue) for u in uploads or []]
+entries += [(name, (SAMPLES / name).stat().st_size, (SAMPLES / name).read_bytes) for name in samples]
+budget = resources.upload_budget()
+batch = budget.take(entries, max_file_bytes=get_settings().max_bytes)
+if not entries:
     st.info("Upload one or several hand films, or pick a sample film, to see the estimate.")
+for name, why in batch.refused:
+    st.error(f"**{name}** was not read: {why}.")
+for name, first in batch.duplicates:
+    st.info(f"**{name}** holds the same bytes as **{first}**: it is read and shown once.")
+if entries:
+    st.caption(
+        f"This session has read {len(budget.seen)} of at most {budget.max_files} films "
+        f"({budget.used_bytes / 1024**2:.0f} of {budget.max_bytes / 1024**2:.0f} MB)."
+    )
 
 
 def ask_sex(name: str, sha: str) -> tuple[str, float | None] | None:
@@ -194,8 +209,7 @@ def _halfwidth(film_id: int) -> float | None:
     return None
 
 
-for name, data in items:
-    sha = hashlib.sha256(data).hexdigest()
+for name, data, sha in batch.accepted:
     if sha not in results:
         analyse(name, data, sha)
     if sha in results:

@@ -147,10 +147,15 @@ class ReviewLog(LogDatabase):
         return self.import_manifest_within(manifest)[0]
 
     def import_manifest_within(
-        self, manifest: Path | str, roots: Iterable[Path] | None = None, origin: str | None = None
+        self,
+        manifest: Path | str,
+        roots: Iterable[Path] | None = None,
+        origin: str | None = None,
+        base: Path | None = None,
     ) -> tuple[int, int]:
         """:meth:`import_manifest` of a manifest that may not be trusted (uploaded): with ``roots``, a row
-        whose mask or source file lies outside every root is skipped. Returns ``(new, skipped)``."""
+        whose mask or source file lies outside every root is skipped. Relative mask paths start from
+        ``base`` (default: the manifest's folder). Returns ``(new, skipped)``."""
         manifest = checked_file(manifest, MANIFEST_MAX_BYTES, "manifest")
         roots = list(roots) if roots is not None else None
         rows = read_manifest(manifest)
@@ -166,7 +171,7 @@ class ReviewLog(LogDatabase):
             try:
                 mask_path = Path(row["mask_path"])
                 if not mask_path.is_absolute():
-                    mask_path = manifest.parent / mask_path
+                    mask_path = (base or manifest.parent) / mask_path
                 source = Path(row["source"])
                 if roots is not None and not (within(mask_path, roots) and within(source, roots)):
                     skipped += 1
