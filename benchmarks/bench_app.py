@@ -45,15 +45,21 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     from boneage_core.films.read import read_film
+    from boneage_core.review.accounts import Accounts
     from boneage_core.review.log import ReviewLog
     from boneage_core.settings import get_settings
 
     films = sorted(args.films.glob("*.jpg"))[: args.n]
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=600)
+    Accounts(ReviewLog(get_settings().review_db)).add(
+        "bench", "bench-password-1", role="reader", actor="bench"
+    )
+    at.run()  # the sign-in screen
+    at.text_input(key="login_name").set_value("bench")
+    at.text_input(key="login_password").set_value("bench-password-1")
     t = time.perf_counter()
-    at.run()
+    next(b for b in at.button if b.label == "Sign in").click().run()  # the Read page: model, SAM, log load
     start = time.perf_counter() - t
-    at.sidebar.text_input[0].set_value("bench").run()
     first, reprompt_page, reprompt_core = [], [], []
     log = ReviewLog(get_settings().review_db)
     for path in films:
