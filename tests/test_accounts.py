@@ -58,6 +58,9 @@ def _users(
 
 def test_users_command_adds_lists_changes_and_disables_accounts(db, monkeypatch, capsys):
     run = lambda *a, stdin=None: _users(db, *a, stdin=stdin, monkeypatch=monkeypatch, capsys=capsys)  # noqa: E731
+    rc, _, err = run("list")
+    assert rc == 2 and "no review log" in err and not db.exists()  # a mistyped --db creates nothing
+    Accounts(ReviewLog(db))
     rc, out, _ = run("list")
     assert rc == 0 and "no accounts" in out
     rc, out, _ = run("add", "Dr_Admin", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")

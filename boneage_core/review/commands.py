@@ -46,6 +46,8 @@ def _users(args: argparse.Namespace) -> int:
     from .accounts import Accounts
     from .log import ReviewLog
 
+    if args.action != "add" and not _db(args).is_file():
+        raise FileNotFoundError(f"no review log at {_db(args)} (`boneage users add` creates it)")
     accounts = Accounts(ReviewLog(_db(args)))
     actor = _actor()
     if args.action == "list":

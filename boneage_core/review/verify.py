@@ -102,8 +102,8 @@ def verify_log(path: Path | str, anchor: Path | str | None = None) -> Verificati
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "log_chain" not in tables:
             report.problems.append(
-                "this log has no hash chain (written by an older version): open it once with the app or any "
-                "`boneage` command that writes it (e.g. `boneage users list`) to chain its rows, then verify again"
+                "this log has no hash chain (written by an older version): open it once with the app or a "
+                "`boneage` command that opens it (e.g. `boneage users list`) to chain its rows, then verify again"
             )
             return report
         problems = trigger_problems(conn)
