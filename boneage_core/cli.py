@@ -9,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def _preprocess(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -28,6 +26,7 @@ def _preprocess(args: argparse.Namespace) -> int:
         segmenter=args.segmenter,
         limit=args.limit,
         progress=lambda it: tqdm(it, unit="film", desc="preprocess"),
+        keep_names=args.keep_names,
     )
     print(json.dumps(counts))
     print(f"manifest: {args.out / 'manifest.csv'}")
@@ -76,7 +75,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate.folder import evaluate_folder
 
     result = evaluate_folder(
-        args.images, args.labels, args.out, _predictor(args), batch_size=args.batch_size,
+        args.images,
+        args.labels,
+        args.out,
+        _predictor(args),
+        batch_size=args.batch_size,
         progress=lambda it: tqdm(it, unit="film", desc="evaluate", mininterval=2),
     )
     m = result.metrics
@@ -96,11 +99,37 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .evaluate.calibrate import calibrate_model
+
+    cal = calibrate_model(
+        args.model,
+        args.images,
+        args.labels,
+        args.out,
+        level=args.level,
+        device=args.device,
+        progress=lambda it: tqdm(it, unit="film", desc="calibrate", mininterval=2),
+    )
+    print(
+        f"{cal.level:.0%} interval, {cal.method}: q {cal.q:.3f} (eps {cal.eps:.2f}); on the {cal.n} calibration "
+        f"films coverage {cal.tune_coverage:.1%}, mean width {cal.tune_mean_width_months:.1f} months -> {args.out}"
+    )
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
+    from .clinical.ages import parse_age
     from .errors import BoneAgeError
     from .films.read import read_film
+    from .model.gate import QualityGate
+    from .model.record import estimate_record, interpretation
 
     predictor = _predictor(args)
+    gate = QualityGate()
+    given_age = parse_age(args.age) if args.age else None
     failures = 0
     if args.heatmap:
         args.heatmap.mkdir(parents=True, exist_ok=True)
@@ -115,22 +144,31 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 print(f"{path}: error: {e}", file=sys.stderr)
             continue
-        record = {"file": str(path), **pred.to_dict(), "input_sha256": film.sha256}
+        gp = interpretation(film, pred, given_age)
+        flags = gate.flags(film.pixels, months=pred.months)
+        record = {"file": str(path), **estimate_record(film, pred, given_age, flags)}
         if args.heatmap:
             from PIL import Image
 
             from .review.visual import heatmap_overlay
 
             heat = predictor.explain(film.pixels, pred.sex == "M")
-            dest = args.heatmap / f"{Path(path).stem}_gradcam.png"
+            dest = args.heatmap / f"{film.sha256[:16]}_gradcam.png"  # the file name may name the patient
             Image.fromarray(heatmap_overlay(film.pixels, heat, args.opacity)).save(dest)
             record["heatmap"] = str(dest)
         if args.json:
             print(json.dumps(record))
         else:
-            pm = f" +/- {pred.loa_halfwidth_months:.0f}" if pred.loa_halfwidth_months else ""
-            line = (f"{path}: {pred.years_months} ({pred.months:.1f}{pm} months)  sex {pred.sex} ({pred.sex_source})"
-                    f"  model {pred.model_version}")
+            if pred.interval_low_months is not None:
+                pm = f", {pred.interval_level:.0%} interval {pred.interval_low_months:.0f}-{pred.interval_high_months:.0f}"
+            else:
+                pm = f" +/- {pred.loa_halfwidth_months:.0f}" if pred.loa_halfwidth_months else ""
+            cat = f"  z {gp.z_score:+.1f} ({gp.category})" if gp.z_score is not None else f"  ({gp.category})"
+            cat += f"  flags: {', '.join(flags)} (review)" if flags else ""
+            line = (
+                f"{path}: {pred.years_months} ({pred.months:.1f} months{pm})  sex {pred.sex} ({pred.sex_source})"
+                f"{cat}  model {pred.model_version}"
+            )
             print(line + (f"  heatmap {record['heatmap']}" if args.heatmap else ""))
     return 1 if failures else 0
 
@@ -145,59 +183,17 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    import datetime as dt
+    from .model.ensemble import build_ensemble
 
-    from .errors import BoneAgeError
-    from .model.checkpoint import ModelMeta
-    from .model.ensemble import choose_weights, load_members, member_predictions
-    from .model.net import ENSEMBLE_ARCH, EnsembleNet
-    from .model.transforms import PreprocessConfig
-
-    members = load_members(args.members)
-    order = sorted(range(len(members)), key=lambda i: -int(members[i].preprocess["input_size"]))  # largest first
-    members = [members[i] for i in order]
-    if args.weights and len(args.weights) != len(members):
-        raise BoneAgeError(f"--weights has {len(args.weights)} numbers for {len(members)} members")
-    given = [args.weights[i] / sum(args.weights) for i in order] if args.weights else None
-    net = EnsembleNet([(m.arch, int(m.preprocess["input_size"])) for m in members], given)
-    for dst, m in zip(net.members, members, strict=True):
-        dst.load_state_dict(m.net.state_dict())
-    tta = args.tta or members[0].preprocess.get("tta", "flip")
-    # The ensemble reads the canonical film; each member resizes it to its own input, as in training.
-    preprocess = {**members[0].preprocess, "input_size": int(members[0].preprocess["canonical_side"]), "tta": tta}
-    tuning: dict = {}
-    if args.tune_labels:
-        if given:
-            raise BoneAgeError("give either --weights or --tune-labels, not both")
-        pre = PreprocessConfig.from_dict(preprocess)
-        ids, truth, preds = member_predictions(net, pre, args.tune_images, args.tune_labels, tta)
-        weights, mae = choose_weights(preds, truth)
-        tuning = {"labels": str(args.tune_labels), "n": len(ids), "mae_months": round(mae, 4),
-                  "member_mae_months": [round(float(np.abs(p - truth).mean()), 4) for p in preds],
-                  "uniform_mae_months": round(float(np.abs(preds.mean(0) - truth).mean()), 4),
-                  "chosen": {m.version: round(float(w), 4) for m, w in zip(members, weights, strict=True)}}
-        print(f"weights chosen on {len(ids)} films of {args.tune_labels}: "
-              + ", ".join(f"{m.version} {w:.2f} (alone {e:.2f})" for m, w, e in
-                          zip(members, weights, tuning["member_mae_months"], strict=True))
-              + f"; MAE {mae:.2f} (uniform {tuning['uniform_mae_months']:.2f})")
-        keep = [i for i, w in enumerate(weights) if w > 0]  # a member of weight 0 would only cost time
-        members, weights = [members[i] for i in keep], weights[keep]
-        net = EnsembleNet([(m.arch, int(m.preprocess["input_size"])) for m in members], weights.tolist())
-        for dst, m in zip(net.members, members, strict=True):
-            dst.load_state_dict(m.net.state_dict())
-    w = net.member_weights.tolist()
-    meta = ModelMeta(
+    net, meta = build_ensemble(
+        args.members,
         version=args.version,
-        arch=ENSEMBLE_ARCH,
-        preprocess=preprocess,
-        training={"members": [{"version": m.version, "arch": m.arch, "preprocess": m.preprocess,
-                               "weights_sha256": m.weights_sha256, "validation": m.validation,
-                               "training": m.training, "weight": round(wi, 6)} for m, wi in zip(members, w, strict=True)],
-                  "weights_tuning": tuning},
-        validation={},
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        tta=args.tta,
+        weights=args.weights,
+        tune_images=args.tune_images,
+        tune_labels=args.tune_labels,
     )
-    return _ship(args, net.eval(), meta)
+    return _ship(args, net, meta)
 
 
 def _ship(args: argparse.Namespace, net, meta) -> int:
@@ -215,8 +211,12 @@ def _ship(args: argparse.Namespace, net, meta) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluate_folder(args.val_images, args.val_labels, Path(tmp), BoneAgePredictor(args.out))
-        meta.validation = {**meta.validation, "export": {k: v for k, v in result.metrics.items()
-                                                         if k not in ("unreadable", "missing", "images")}}
+        meta.validation = {
+            **meta.validation,
+            "export": {
+                k: v for k, v in result.metrics.items() if k not in ("unreadable", "missing", "images")
+            },
+        }
         exported = load_checkpoint(args.out)
         sha = save_checkpoint(args.out, exported.net, meta, half=not args.fp32)
         m = result.metrics
@@ -226,7 +226,9 @@ def _ship(args: argparse.Namespace, net, meta) -> int:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, help="bone-age checkpoint (default: the shipped one, or $BONEAGE_MODEL)")
+    p.add_argument(
+        "--model", type=Path, help="bone-age checkpoint (default: the shipped one, or $BONEAGE_MODEL)"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present, else cpu")
     p.add_argument("--no-tta", action="store_true", help="no mirrored-film test-time augmentation")
 
@@ -249,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present, else cpu")
     p.add_argument("--limit", type=int, help="stop after this many films")
+    p.add_argument(
+        "--keep-names",
+        action="store_true",
+        help="name the outputs after the files (default with --labels; otherwise ids are keyed pseudonyms "
+        "of the names, which may hold patient identifiers)",
+    )
     p.set_defaults(func=_preprocess)
 
     c = sub.add_parser("contact-sheet", help="PNG grid of mask overlays from a preprocess manifest")
@@ -260,15 +268,25 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the bone-age regressor from a YAML config")
     t.add_argument("--config", type=Path, required=True, help="e.g. configs/lite0-film-224.yaml")
     t.add_argument("--resume", action="store_true", help="continue from <out>/last.pt when it exists")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.epochs=2 (repeatable)")
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.epochs=2 (repeatable)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("evaluate", help="predict a folder of labelled films; write metrics.json, predictions.csv")
+    e = sub.add_parser(
+        "evaluate", help="predict a folder of labelled films; write metrics.json, predictions.csv"
+    )
     e.add_argument("--images", type=Path, required=True, help="films named <id>.<ext> (PNG, JPEG, DICOM)")
-    e.add_argument("--labels", type=Path, required=True,
-                   help="id,boneage,male or 'Case ID,Sex,Ground truth bone age (months)'")
+    e.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="id,boneage,male or 'Case ID,Sex,Ground truth bone age (months)'",
+    )
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--batch-size", type=int, default=32)
     _add_model_args(e)
@@ -276,22 +294,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="bone age of one or more films")
     pr.add_argument("files", type=Path, nargs="+")
-    pr.add_argument("--sex", choices=["M", "F", "m", "f"], help="patient sex (default: from the DICOM header)")
+    pr.add_argument(
+        "--sex", choices=["M", "F", "m", "f"], help="patient sex (default: from the DICOM header)"
+    )
     pr.add_argument("--json", action="store_true", help="one JSON object per film")
     pr.add_argument("--heatmap", type=Path, metavar="DIR", help="write a Grad-CAM overlay PNG per film here")
     pr.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity (0-1)")
+    pr.add_argument(
+        "--age",
+        help="chronological age (months, or e.g. 10y6m); default: from the DICOM dates or PatientAge",
+    )
     _add_model_args(pr)
     pr.set_defaults(func=_predict)
 
-    cp = sub.add_parser("compare", help="MAE of two evaluate runs on the same films, with a paired bootstrap CI")
+    ca = sub.add_parser(
+        "calibrate", help="fit a model's prediction interval on held-out films (the tune half)"
+    )
+    ca.add_argument("--model", type=Path, help="bone-age checkpoint (default: the shipped one)")
+    ca.add_argument("--images", type=Path, required=True, help="films named <id>.<ext>")
+    ca.add_argument("--labels", type=Path, required=True, help="e.g. configs/splits/rsna-val-tune.csv")
+    ca.add_argument("--level", type=float, default=0.9, help="coverage of the interval (default 0.9)")
+    ca.add_argument("--out", type=Path, required=True, help="the calibrated copy of the model")
+    ca.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present, else cpu")
+    ca.set_defaults(func=_calibrate)
+
+    cp = sub.add_parser(
+        "compare", help="MAE of two evaluate runs on the same films, with a paired bootstrap CI"
+    )
     cp.add_argument("a", type=Path, help="predictions.csv of run A")
     cp.add_argument("b", type=Path, help="predictions.csv of run B")
     cp.add_argument("--n-boot", type=int, default=5000)
     cp.set_defaults(func=_compare)
 
-    m = sub.add_parser("masks", help="put a preprocess manifest's masks in the review queue, or list usable ids")
-    m.add_argument("action", choices=["import", "usable"],
-                   help="import: queue the manifest's masks for review; usable: print the ids not rejected")
+    m = sub.add_parser(
+        "masks", help="put a preprocess manifest's masks in the review queue, or list usable ids"
+    )
+    m.add_argument(
+        "action",
+        choices=["import", "usable"],
+        help="import: queue the manifest's masks for review; usable: print the ids not rejected",
+    )
     m.add_argument("manifest", type=Path, help="manifest.csv written by `boneage preprocess`")
     m.add_argument("--db", type=Path, help="review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)")
     m.set_defaults(func=_masks)
@@ -300,25 +342,48 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", type=Path, required=True, help="e.g. runs/<name>/best.pt")
     x.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-224.pt")
     x.add_argument("--fp32", action="store_true", help="keep single precision")
-    x.add_argument("--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with")
-    x.add_argument("--val-labels", type=Path, help="validate the exported weights on these films and store the figures")
+    x.add_argument(
+        "--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with"
+    )
+    x.add_argument(
+        "--val-labels", type=Path, help="validate the exported weights on these films and store the figures"
+    )
     x.add_argument("--val-images", type=Path, help="folder of the validation films")
     x.set_defaults(func=_export)
 
-    en = sub.add_parser("ensemble", help="combine trained models into one shippable checkpoint (mean estimate)")
-    en.add_argument("members", type=Path, nargs="+",
-                    help="checkpoints (<runs>/<name>/best.pt, exported models, or ensembles: their members)")
+    en = sub.add_parser(
+        "ensemble", help="combine trained models into one shippable checkpoint (mean estimate)"
+    )
+    en.add_argument(
+        "members",
+        type=Path,
+        nargs="+",
+        help="checkpoints (<runs>/<name>/best.pt, exported models, or ensembles: their members)",
+    )
     en.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-ens.pt")
     en.add_argument("--version", required=True, help="version string of the ensemble")
     en.add_argument("--fp32", action="store_true", help="keep single precision")
-    en.add_argument("--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with")
-    en.add_argument("--weights", type=float, nargs="+", help="member weights, in the order given (default: equal)")
-    en.add_argument("--tune-labels", type=Path,
-                    help="choose the member weights on these films (e.g. configs/splits/rsna-val-tune.csv)")
+    en.add_argument(
+        "--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with"
+    )
+    en.add_argument(
+        "--weights", type=float, nargs="+", help="member weights, in the order given (default: equal)"
+    )
+    en.add_argument(
+        "--tune-labels",
+        type=Path,
+        help="choose the member weights on these films (e.g. configs/splits/rsna-val-tune.csv)",
+    )
     en.add_argument("--tune-images", type=Path, help="folder of the tune films")
-    en.add_argument("--val-labels", type=Path, help="validate the ensemble on these films and store the figures")
+    en.add_argument(
+        "--val-labels", type=Path, help="validate the ensemble on these films and store the figures"
+    )
     en.add_argument("--val-images", type=Path, help="folder of the validation films")
     en.set_defaults(func=_ensemble)
+
+    from .training import gate
+
+    gate.add_parser(sub)
 
     from .review.commands import add_commands
 
@@ -346,8 +411,10 @@ def _masks(args: argparse.Namespace) -> int:
         print(f"{n} new masks from {args.manifest} in the review queue of {db}")
         return 0
     ids = usable_ids(args.manifest, db if Path(db).exists() else None)
-    print(f"{len(ids)} of {len(read_manifest(Path(args.manifest)))} films usable (mask ok or flagged, not rejected)",
-          file=sys.stderr)
+    print(
+        f"{len(ids)} of {len(read_manifest(Path(args.manifest)))} films usable (mask ok or flagged, not rejected)",
+        file=sys.stderr,
+    )
     for i in ids:
         print(i)
     return 0

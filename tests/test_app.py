@@ -361,7 +361,7 @@ def test_manifest_import_fills_the_queue_and_rejected_masks_leave_the_dataset(
     for p in fullres_films[:3]:
         (images / p.name).write_bytes(p.read_bytes())
     out = data_dir / "hospital"  # `boneage preprocess --out data/hospital`: the page offers it
-    preprocess_folder(images, out, segmenter="classical")
+    preprocess_folder(images, out, segmenter="classical", keep_names=True)
     manifest = out / "manifest.csv"
     ids = sorted(p.stem for p in fullres_films[:3])
     assert sorted(usable_ids(manifest)) == ids
@@ -400,7 +400,7 @@ def test_an_uploaded_manifest_reaches_only_the_data_folder_and_bad_files_get_pla
         (folder / "films").mkdir(parents=True)
         for p in films:
             (folder / "films" / p.name).write_bytes(p.read_bytes())
-        preprocess_folder(folder / "films", folder / "pre", segmenter="classical")
+        preprocess_folder(folder / "films", folder / "pre", segmenter="classical", keep_names=True)
     rows = []
     for folder in (inside, outside):  # one manifest naming films and masks inside and outside the data folder
         for row in csv.DictReader(io.StringIO((folder / "pre" / "manifest.csv").read_text())):

@@ -22,9 +22,20 @@ from boneage_core.review import dashboard as dash
 
 @pytest.mark.parametrize(
     ("text", "months"),
-    [("130", 130.0), ("130.5", 130.5), ("130,5 m", 130.5), ("10y 6m", 126.0), ("10 y 6 m", 126.0),
-     ("10 years 6 months", 126.0), ("10y", 120.0), ("10.5 y", 126.0), ("10;6", 126.0), ("0", 0.0),
-     ("20y", 240.0), (96, 96.0)],
+    [
+        ("130", 130.0),
+        ("130.5", 130.5),
+        ("130,5 m", 130.5),
+        ("10y 6m", 126.0),
+        ("10 y 6 m", 126.0),
+        ("10 years 6 months", 126.0),
+        ("10y", 120.0),
+        ("10.5 y", 126.0),
+        ("10;6", 126.0),
+        ("0", 0.0),
+        ("20y", 240.0),
+        (96, 96.0),
+    ],
 )
 def test_parse_age_reads_months_or_years_and_months(text, months):
     assert parse_age(text) == months
@@ -38,14 +49,29 @@ def test_parse_age_refuses_with_a_message(text):
 
 def _table(rows) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"key": i, "sex": s, "reference_months": r, "predicted_months": p, "error_months": p - r, "reader": rd,
-          "read_at": pd.Timestamp(at), "model_version": "m"} for i, (s, r, p, rd, at) in enumerate(rows)],
+        [
+            {
+                "key": i,
+                "sex": s,
+                "reference_months": r,
+                "predicted_months": p,
+                "error_months": p - r,
+                "reader": rd,
+                "read_at": pd.Timestamp(at),
+                "model_version": "m",
+            }
+            for i, (s, r, p, rd, at) in enumerate(rows)
+        ],
         columns=dash.TABLE_COLUMNS,
     )
 
 
-ROWS = [("F", 100, 104, "a", "2026-01-01 10:00"), ("M", 150, 140, "b", "2026-01-02 23:59"),
-        ("M", 30, 31, "a", "2026-01-03 00:00"), ("F", 200, 212, "b", "2026-01-05 12:00")]
+ROWS = [
+    ("F", 100, 104, "a", "2026-01-01 10:00"),
+    ("M", 150, 140, "b", "2026-01-02 23:59"),
+    ("M", 30, 31, "a", "2026-01-03 00:00"),
+    ("F", 200, 212, "b", "2026-01-05 12:00"),
+]
 
 
 def test_summary_and_filters_on_a_small_table():
@@ -69,7 +95,10 @@ def test_figures_carry_case_keys_and_limits_of_agreement():
     keys = sorted(k for tr in ba.data for k in tr.customdata)
     assert keys == ["0", "1", "2", "3"]
     assert {round(sh.y0, 6) for sh in ba.layout.shapes} == {
-        round(s["bias_months"], 6), round(s["loa_lower_months"], 6), round(s["loa_upper_months"], 6)}
+        round(s["bias_months"], 6),
+        round(s["loa_lower_months"], 6),
+        round(s["loa_upper_months"], 6),
+    }
     sc = dash.scatter_figure(df)
     assert [tr.name for tr in sc.data] == ["girls", "boys", "identity"]
     bars = dash.group_error_figure(s)
@@ -126,7 +155,7 @@ def test_masks_cli_imports_a_manifest_and_lists_films_not_rejected(tmp_path, ful
     images.mkdir()
     for p in fullres_films[:2]:
         (images / p.name).write_bytes(p.read_bytes())
-    preprocess_folder(images, tmp_path / "pre", segmenter="classical")
+    preprocess_folder(images, tmp_path / "pre", segmenter="classical", keep_names=True)
     manifest, db = tmp_path / "pre" / "manifest.csv", tmp_path / "review.sqlite"
     assert main(["masks", "import", str(manifest), "--db", str(db)]) == 0
     assert "2 new masks" in capsys.readouterr().out

@@ -123,7 +123,7 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
         path.append(n)
         for m in sorted(g.get(n, ())):
             if state.get(m) == 1:
-                return path[path.index(m):] + [m]
+                return path[path.index(m) :] + [m]
             if m not in state and (found := visit(m)):
                 return found
         path.pop()
@@ -157,8 +157,10 @@ def test_imports_only_go_down_the_stages() -> None:
             if stage(target) == stage(name):
                 continue
             if layer(target) >= layer(name):
-                bad.append(f"{path.relative_to(ROOT)}:{line}: {stage(name)} (layer {layer(name)}) imports "
-                           f"{target} (layer {layer(target)})")
+                bad.append(
+                    f"{path.relative_to(ROOT)}:{line}: {stage(name)} (layer {layer(name)}) imports "
+                    f"{target} (layer {layer(target)})"
+                )
     assert not bad, "imports against the layer order:\n" + "\n".join(bad)
 
 

@@ -70,19 +70,29 @@ def test_shipped_ensemble_written_before_weights_loads_uniform_with_its_hash_unc
 def _tiny_member(tmp_path: Path, size: int, seed: int) -> Path:
     torch.manual_seed(seed)
     net = BoneAgeNet(pretrained=False).eval()
-    meta = ModelMeta(version=f"m{size}-{seed}", arch="tf_efficientnet_lite0",
-                     preprocess=PreprocessConfig(input_size=size).to_dict())
+    meta = ModelMeta(
+        version=f"m{size}-{seed}",
+        arch="tf_efficientnet_lite0",
+        preprocess=PreprocessConfig(input_size=size).to_dict(),
+    )
     path = tmp_path / f"m{size}-{seed}.pt"
     save_checkpoint(path, net, meta)
     return path
 
 
-def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predictions(tmp_path: Path, rsna_train: Path):
+def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predictions(
+    tmp_path: Path, rsna_train: Path
+):
     from boneage_core.cli import main
 
     a, b, c = _tiny_member(tmp_path, 64, 1), _tiny_member(tmp_path, 96, 2), _tiny_member(tmp_path, 80, 3)
     inner = tmp_path / "inner.pt"
-    assert main(["ensemble", str(a), str(b), "--out", str(inner), "--version", "inner", "--fp32", "--tta", "none"]) == 0
+    assert (
+        main(
+            ["ensemble", str(a), str(b), "--out", str(inner), "--version", "inner", "--fp32", "--tta", "none"]
+        )
+        == 0
+    )
     assert [m.version for m in load_members([inner, c])] == ["m96-2", "m64-1", "m80-3"]
     with pytest.raises(Exception, match="twice"):
         load_members([inner, a])
@@ -94,8 +104,27 @@ def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predic
         w.writeheader()
         w.writerows(rows)
     out = tmp_path / "tuned.pt"
-    assert main(["ensemble", str(inner), str(c), "--out", str(out), "--version", "tuned", "--fp32", "--tta", "none",
-                 "--tune-images", str(rsna_train / "images"), "--tune-labels", str(tune)]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                str(inner),
+                str(c),
+                "--out",
+                str(out),
+                "--version",
+                "tuned",
+                "--fp32",
+                "--tta",
+                "none",
+                "--tune-images",
+                str(rsna_train / "images"),
+                "--tune-labels",
+                str(tune),
+            ]
+        )
+        == 0
+    )
     ens = load_checkpoint(out)
     tuning = ens.meta.training["weights_tuning"]
     assert tuning["n"] == 16 and tuning["mae_months"] <= min(tuning["member_mae_months"]) + 1e-6
@@ -113,4 +142,6 @@ def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predic
     with torch.no_grad():
         direct = float(ens.net(to_model_input([film], pre), male))
     assert direct == pytest.approx(float(np.asarray(weights) @ preds[:, 0]), abs=1e-3)
-    assert float(np.abs(np.asarray(weights) @ preds - truth).mean()) == pytest.approx(tuning["mae_months"], abs=1e-3)
+    assert float(np.abs(np.asarray(weights) @ preds - truth).mean()) == pytest.approx(
+        tuning["mae_months"], abs=1e-3
+    )

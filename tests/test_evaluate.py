@@ -92,7 +92,9 @@ def test_evaluate_folder_mixed_formats_and_bad_files(tmp_path: Path, fullres_fil
     Image.open(src["1858"]).save(images / "1858.png")
     pixels = read_film(src["3736"]).pixels
     # A DICOM with no sex in the labels file: the header's PatientSex is used.
-    (images / "3736.dcm").write_bytes(make_dicom(pixels, sex="M" if labels["3736"]["male"] == "True" else "F"))
+    (images / "3736.dcm").write_bytes(
+        make_dicom(pixels, sex="M" if labels["3736"]["male"] == "True" else "F")
+    )
     (images / "7043.jpg").write_bytes(src["7043"].read_bytes()[:5000])  # truncated JPEG
     (images / "notes.txt").write_text("not a film")
     gt = tmp_path / "gt.csv"
@@ -114,7 +116,9 @@ def test_evaluate_folder_mixed_formats_and_bad_files(tmp_path: Path, fullres_fil
     assert set(rows) == {"1398", "1858", "3736"}
     assert rows["3736"]["sex_source"] == "dicom" and rows["1398"]["sex_source"] == "given"
     for r in rows.values():
-        assert float(r["error_months"]) == pytest.approx(float(r["predicted_months"]) - float(r["truth_months"]), abs=0.02)
+        assert float(r["error_months"]) == pytest.approx(
+            float(r["predicted_months"]) - float(r["truth_months"]), abs=0.02
+        )
         assert r["model_version"] == predictor.version
     # metrics.json agrees with predictions.csv
     errors = np.array([float(r["error_months"]) for r in rows.values()])
@@ -130,11 +134,15 @@ def test_compare_predictions_paired_bootstrap(tmp_path):
     a = truth + rng.normal(0, 8, 200)
     b = truth + rng.normal(0, 4, 200)
     for name, pred in (("a", a), ("b", b)):
-        rows = ["id,truth_months,predicted_months"] + [f"{i},{t},{p}" for i, (t, p) in enumerate(zip(truth, pred, strict=True))]
+        rows = ["id,truth_months,predicted_months"] + [
+            f"{i},{t},{p}" for i, (t, p) in enumerate(zip(truth, pred, strict=True))
+        ]
         (tmp_path / f"{name}.csv").write_text("\n".join(rows) + "\n")
     r = compare_predictions(tmp_path / "a.csv", tmp_path / "b.csv", n_boot=2000)
     assert r["n"] == 200
-    assert r["mae_a"] == pytest.approx(np.abs(a - truth).mean()) and r["mae_b"] == pytest.approx(np.abs(b - truth).mean())
+    assert r["mae_a"] == pytest.approx(np.abs(a - truth).mean()) and r["mae_b"] == pytest.approx(
+        np.abs(b - truth).mean()
+    )
     lo, hi = r["ci95"]
     assert lo < r["mae_diff_b_minus_a"] < hi < 0  # b is clearly better
     same = compare_predictions(tmp_path / "a.csv", tmp_path / "a.csv", n_boot=200)

@@ -106,13 +106,17 @@ def test_augment_keeps_shape_range_and_is_seeded(rsna_train: Path):
     lo, hi = (0 - pre.mean) / pre.std, (1 - pre.mean) / pre.std
     assert float(a.min()) >= lo - 1e-5 and float(a.max()) <= hi + 1e-5
     # No jitter at all is the identity (up to resampling).
-    still = TrainAugment(AugmentConfig(rotate_deg=0, scale=(1, 1), translate=0, hflip=0, contrast=0,
-                                       brightness=0, gamma=0), pre)
+    still = TrainAugment(
+        AugmentConfig(rotate_deg=0, scale=(1, 1), translate=0, hflip=0, contrast=0, brightness=0, gamma=0),
+        pre,
+    )
     torch.testing.assert_close(still(x), x.clamp(lo, hi), atol=2e-3, rtol=0)
 
 
 def test_checkpoint_round_trip_half_precision(tmp_path: Path, net: BoneAgeNet):
-    meta = ModelMeta(version="test", arch="tf_efficientnet_lite0", preprocess=PreprocessConfig(input_size=64).to_dict())
+    meta = ModelMeta(
+        version="test", arch="tf_efficientnet_lite0", preprocess=PreprocessConfig(input_size=64).to_dict()
+    )
     sha = save_checkpoint(tmp_path / "m.pt", net, meta, half=True)
     loaded = load_checkpoint(tmp_path / "m.pt")
     assert loaded.weights_sha256 == sha and loaded.meta.version == "test"
@@ -146,8 +150,11 @@ def test_a_sam_crop_model_needs_the_segmentation(tmp_path: Path, fullres_films):
     from boneage_core.segment.classical import classical_segment
 
     net = BoneAgeNet(pretrained=False)
-    meta = ModelMeta(version="crop-test", arch="tf_efficientnet_lite0",
-                     preprocess=PreprocessConfig(input_size=64, view="sam-crop").to_dict())
+    meta = ModelMeta(
+        version="crop-test",
+        arch="tf_efficientnet_lite0",
+        preprocess=PreprocessConfig(input_size=64, view="sam-crop").to_dict(),
+    )
     save_checkpoint(tmp_path / "crop.pt", net, meta)
     predictor = BoneAgePredictor(tmp_path / "crop.pt")
     film = read_film(fullres_films[0])
@@ -170,8 +177,11 @@ def test_ensemble_is_the_mean_of_its_members_each_at_its_own_input(tmp_path: Pat
     paths = []
     for size in (64, 96):
         net = BoneAgeNet(pretrained=False).eval()
-        meta = ModelMeta(version=f"m{size}", arch="tf_efficientnet_lite0",
-                         preprocess=PreprocessConfig(input_size=size).to_dict())
+        meta = ModelMeta(
+            version=f"m{size}",
+            arch="tf_efficientnet_lite0",
+            preprocess=PreprocessConfig(input_size=size).to_dict(),
+        )
         save_checkpoint(tmp_path / f"m{size}.pt", net, meta)
         paths.append(tmp_path / f"m{size}.pt")
     out = tmp_path / "ens.pt"
@@ -184,10 +194,16 @@ def test_ensemble_is_the_mean_of_its_members_each_at_its_own_input(tmp_path: Pat
     film = read_film(fullres_films[0]).pixels
     male = torch.tensor([1.0])
     with torch.no_grad():
-        expected = np.mean([
-            float(load_checkpoint(p).net(to_model_input([film], load_checkpoint(p).meta.preprocess_config), male))
-            for p in paths
-        ])
+        expected = np.mean(
+            [
+                float(
+                    load_checkpoint(p).net(
+                        to_model_input([film], load_checkpoint(p).meta.preprocess_config), male
+                    )
+                )
+                for p in paths
+            ]
+        )
         got = float(ens.net(to_model_input([film], ens.meta.preprocess_config), male))
     assert got == pytest.approx(expected, abs=1e-3)
     pred = BoneAgePredictor(out, tta=False)

@@ -32,7 +32,9 @@ def fullres_estimates(fullres_films, rsna_train, predictor):
     ids = [p.stem for p in fullres_films]
     male = [1.0 if labels[i]["male"] == "True" else 0.0 for i in ids]
     full = predictor.predict_batch([read_film(p).pixels for p in fullres_films], male)
-    copies = predictor.predict_batch([read_film(rsna_train / "images" / f"{i}.jpg").pixels for i in ids], male)
+    copies = predictor.predict_batch(
+        [read_film(rsna_train / "images" / f"{i}.jpg").pixels for i in ids], male
+    )
     truth = np.array([float(labels[i]["boneage"]) for i in ids])
     return full, copies, truth
 
@@ -87,7 +89,9 @@ def test_sex_matters_and_tta_is_the_mean_of_its_views(fullres_films, predictor):
     assert predictor.tta == predictor.pre.tta != "none"  # the TTA the checkpoint was validated with
     x = to_model_input([pixels], predictor.pre)
     with torch.no_grad():
-        views = [float(predictor.net(v, torch.tensor([1.0]))) for v in tta_views(x, predictor.tta, predictor.pre)]
+        views = [
+            float(predictor.net(v, torch.tensor([1.0]))) for v in tta_views(x, predictor.tta, predictor.pre)
+        ]
     assert len(views) >= 2 and boy == pytest.approx(np.mean(views), abs=0.05)
     predictor.tta = "none"
     try:
@@ -112,7 +116,9 @@ def test_predict_film_reads_sex_from_dicom_or_asks(fullres_films, predictor):
         resolve_sex("X")
 
 
-@pytest.mark.parametrize(("months", "text"), [(0, "0 y 0 m"), (125.6, "10 y 6 m"), (143.5, "12 y 0 m"), (11.4, "0 y 11 m")])
+@pytest.mark.parametrize(
+    ("months", "text"), [(0, "0 y 0 m"), (125.6, "10 y 6 m"), (143.5, "12 y 0 m"), (11.4, "0 y 11 m")]
+)
 def test_years_months(months: float, text: str):
     assert format_years_months(months) == text
 
@@ -134,31 +140,66 @@ def test_gradcam_heatmap_on_the_film_the_reader_sees(fullres_films, predictor):
 def test_cli_predict_json_heatmap_and_errors(tmp_path: Path, fullres_films, predictor):
     bad = tmp_path / "cat.txt"
     bad.write_text("meow")
-    cmd = [sys.executable, "-m", "boneage_core.cli", "predict", str(fullres_films[0]), str(bad),
-           "--sex", "F", "--json", "--heatmap", str(tmp_path / "heat")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "boneage_core.cli",
+        "predict",
+        str(fullres_films[0]),
+        str(bad),
+        "--sex",
+        "F",
+        "--json",
+        "--heatmap",
+        str(tmp_path / "heat"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1  # one film failed
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     ok, err = lines
     assert ok["sex"] == "F" and ok["sex_source"] == "given"
     assert ok["model_version"] == predictor.version and ok["weights_sha256"] == predictor.weights_sha256
-    assert ok["months"] == pytest.approx(predictor.predict(read_film(fullres_films[0]).pixels, False), abs=0.01)
+    assert ok["months"] == pytest.approx(
+        predictor.predict(read_film(fullres_films[0]).pixels, False), abs=0.01
+    )
     assert ok["years_months"] == format_years_months(ok["months"])
     assert Path(ok["heatmap"]).is_file() and Path(ok["heatmap"]).stat().st_size > 10000
     assert "error" in err and "cat.txt" in err["file"]
 
-    text = subprocess.run([sys.executable, "-m", "boneage_core.cli", "predict", str(fullres_films[0]), "--sex", "M"],
-                          capture_output=True, text=True, timeout=300)
+    text = subprocess.run(
+        [sys.executable, "-m", "boneage_core.cli", "predict", str(fullres_films[0]), "--sex", "M"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert text.returncode == 0 and " y " in text.stdout and "sex M (given)" in text.stdout
 
 
 def test_cli_errors_are_clear(tmp_path: Path):
-    missing = subprocess.run([sys.executable, "-m", "boneage_core.cli", "evaluate", "--images", str(tmp_path / "nope"),
-                              "--labels", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")],
-                             capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "boneage_core.cli",
+            "evaluate",
+            "--images",
+            str(tmp_path / "nope"),
+            "--labels",
+            str(tmp_path / "nope.csv"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and "error:" in missing.stderr and "Traceback" not in missing.stderr
     bad_model = tmp_path / "m.pt"
     bad_model.write_bytes(b"junk")
-    proc = subprocess.run([sys.executable, "-m", "boneage_core.cli", "predict", "--model", str(bad_model), "x.png"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "boneage_core.cli", "predict", "--model", str(bad_model), "x.png"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "not a readable checkpoint" in proc.stderr

@@ -442,7 +442,9 @@ def test_a_log_written_before_the_chain_is_chained_on_first_open(log: ReviewLog,
     ReviewLog(log.path).close()
     rc, out = _verify(log.path, capsys)
     assert rc == 1 and "is not in the chain" in out and "log_chain_no_delete (missing)" in out
-    assert "the anchor recorded link 7 but the chain ends at link 1" in out  # link 1: the trace of the trigger
+    assert (
+        "the anchor recorded link 7 but the chain ends at link 1" in out
+    )  # link 1: the trace of the trigger
 
 
 def test_verify_with_another_site_secret_says_so(log: ReviewLog, films, tmp_path, monkeypatch, capsys):

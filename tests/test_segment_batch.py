@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def _rows(manifest: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_preprocess_writes_masks_crops_manifest_and_resumes(film_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    counts = preprocess_folder(film_folder, out, segmenter="sam")
+    counts = preprocess_folder(film_folder, out, segmenter="sam", keep_names=True)
     assert counts == {"skipped": 0, "ok": 2, "flagged": 0, "error": 2}
     rows = {r["id"]: r for r in _rows(out / "manifest.csv")}
     assert set(rows) == {"7043", "3736", "broken", "notes"}
@@ -63,14 +64,50 @@ def test_preprocess_writes_masks_crops_manifest_and_resumes(film_folder: Path, t
     assert rows["broken"]["status"] == "error" and "Unreadable" in rows["broken"]["error"]
     assert rows["notes"]["status"] == "error" and "text" in rows["notes"]["error"].lower()
     # resume: finished films are not redone, errors are retried
-    again = preprocess_folder(film_folder, out, segmenter="sam")
+    again = preprocess_folder(film_folder, out, segmenter="sam", keep_names=True)
     assert again == {"skipped": 2, "ok": 0, "flagged": 0, "error": 2}
     assert len(_rows(out / "manifest.csv")) == 6
     # a deleted crop makes that film due again
     (out / rows["3736"]["crop_path"]).unlink()
-    third = preprocess_folder(film_folder, out, segmenter="classical")
+    third = preprocess_folder(film_folder, out, segmenter="classical", keep_names=True)
     assert third["ok"] + third["flagged"] == 1 and third["skipped"] == 1
     assert read_manifest(out / "manifest.csv")["3736"]["segmenter"] == "classical"
+
+
+def test_file_names_stay_out_of_the_outputs_and_every_entry_gets_a_row(tmp_path: Path) -> None:
+    """Without --keep-names a name holding an MRN and a patient name is nowhere in the output folder
+    (names of files, manifest, crops); a name that is not UTF-8, a folder, a named pipe and a looping
+    link each get a row saying why, and a second run redoes only those."""
+    src = tmp_path / "films"
+    src.mkdir()
+    phi = "4829173_Smith_Johnathan"
+    shutil.copy(SAMPLES / "7043.jpg", src / f"{phi}.jpg")
+    shutil.copy(SAMPLES / "3736.jpg", os.fsdecode(bytes(src) + b"/caf\xe9_\xff.jpg"))
+    (src / "folder.dcm").mkdir()
+    os.mkfifo(src / "pipe.dcm")
+    (src / "loop.png").symlink_to(src / "loop.png")
+    out = tmp_path / "out"
+    counts = preprocess_folder(src, out, segmenter="classical")
+    assert counts["ok"] + counts["flagged"] == 2 and counts["error"] == 3
+    rows = _rows(out / "manifest.csv")
+    assert len(rows) == 5 and all(len(r["id"]) == 16 for r in rows)
+    errors = sorted(r["error"] for r in rows if r["status"] == "error")
+    assert any("folder" in e for e in errors) and any("named pipe" in e for e in errors)
+    assert any("link loop" in e for e in errors)
+    for path in out.rglob("*"):
+        assert "Smith" not in path.name and "4829173" not in path.name
+        if path.is_file() and path.suffix == ".csv":
+            text = path.read_text()
+            assert "Smith" not in text and "4829173" not in text and "caf" not in text
+    for r in rows:
+        if r["status"] in ("ok", "flagged"):
+            copy = np.asarray(Image.open(r["source"]))  # the decoded pixels, losslessly, named by the id
+            assert Path(r["source"]).parent == (out / "films").resolve() and copy.shape == (
+                int(r["height"]),
+                int(r["width"]),
+            )
+    again = preprocess_folder(src, out, segmenter="classical")
+    assert again == {"skipped": 2, "ok": 0, "flagged": 0, "error": 3}
 
 
 def test_labels_select_ids_and_carry_truth(film_folder: Path, tmp_path: Path) -> None:

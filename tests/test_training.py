@@ -31,8 +31,13 @@ def _config(tmp_path: Path, rsna_train: Path, **optim) -> Path:
     cfg = {
         "name": "tiny",
         "version": "test-tiny",
-        "data": {"images": str(rsna_train / "images"), "labels": str(rsna_train / "labels.csv"),
-                 "val_ids": str(val), "limit_train": 40, "limit_val": 12},
+        "data": {
+            "images": str(rsna_train / "images"),
+            "labels": str(rsna_train / "labels.csv"),
+            "val_ids": str(val),
+            "limit_train": 40,
+            "limit_val": 12,
+        },
         "preprocess": {"input_size": 64},
         "optim": {"epochs": 2, "batch_size": 8, "checkpoint_every": 1, **optim},
         "out": str(tmp_path / "runs" / "{name}"),
@@ -70,8 +75,9 @@ def test_two_steps_then_resume(tmp_path: Path, rsna_train: Path):
     assert _log_steps(out)[-1] == 4  # the log is appended to, not restarted
 
     # A warm start from that checkpoint: with a vanishing learning rate the new model stays on it.
-    warm = TrainConfig.from_yaml(path, {"init": str(out / "best.pt"), "name": "warm", "optim.max_steps": 1,
-                                        "optim.lr": 1e-12})
+    warm = TrainConfig.from_yaml(
+        path, {"init": str(out / "best.pt"), "name": "warm", "optim.max_steps": 1, "optim.lr": 1e-12}
+    )
     before = load_checkpoint(out / "best.pt").net.state_dict()
     assert train(warm, progress=False)["steps"] == 1
     after = load_checkpoint(warm.out_dir / "best.pt").net.state_dict()
@@ -79,8 +85,12 @@ def test_two_steps_then_resume(tmp_path: Path, rsna_train: Path):
         if value.is_floating_point() and "running" not in key:
             torch.testing.assert_close(after[key], value, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="init checkpoint"):
-        train(TrainConfig.from_yaml(path, {"init": str(out / "best.pt"), "arch": "tf_efficientnet_lite1",
-                                           "name": "bad"}), progress=False)
+        train(
+            TrainConfig.from_yaml(
+                path, {"init": str(out / "best.pt"), "arch": "tf_efficientnet_lite1", "name": "bad"}
+            ),
+            progress=False,
+        )
 
     # The remaining steps finish the schedule (2 epochs x 5 steps), then a resume has nothing to do.
     done = train(TrainConfig.from_yaml(path, {"optim.max_steps": 0}), resume=True, progress=False)
@@ -106,8 +116,21 @@ def test_lr_schedule_warms_up_then_decays():
 def test_ddp_gloo_two_processes(tmp_path: Path, rsna_train: Path):
     path = _config(tmp_path, rsna_train, max_steps=2)
     env = {**os.environ, "BONEAGE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "boneage_core.cli", "train", "--config", str(path), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "boneage_core.cli",
+        "train",
+        "--config",
+        str(path),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
@@ -134,8 +157,9 @@ def test_skip_missing_leaves_out_films_without_a_file(tmp_path: Path, rsna_train
     assert load_checkpoint(cfg.out_dir / "best.pt").meta.training["n_train"] == 30
 
 
-@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "config", sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_configs_parse_and_never_train_on_the_validation_split(config: Path):
     cfg = TrainConfig.from_yaml(config)
     assert cfg.version and cfg.name and cfg.preprocess.view in ("film", "sam-crop")
@@ -161,7 +185,7 @@ def test_a_manifest_keeps_only_films_whose_mask_is_usable_and_not_rejected(tmp_p
     chosen = train_ids[:3] + val_ids[:2]
     for i in chosen:
         (images / f"{i}.jpg").write_bytes((rsna_train / "images" / f"{i}.jpg").read_bytes())
-    preprocess_folder(images, tmp_path / "pre", segmenter="classical")
+    preprocess_folder(images, tmp_path / "pre", segmenter="classical", keep_names=True)
     manifest, db = tmp_path / "pre" / "manifest.csv", tmp_path / "review.sqlite"
     cfg = TrainConfig.from_yaml(path, {"data.manifest": str(manifest)})
     tr, va, _ = dataset_ids(cfg)
@@ -170,7 +194,9 @@ def test_a_manifest_keeps_only_films_whose_mask_is_usable_and_not_rejected(tmp_p
     log.import_manifest(manifest)
     for seg_id in log.mask_queue():
         source, _ = log.film_source(log.segmentation(seg_id)["film_id"])
-        log.decide_mask(seg_id, "rejected" if source in (train_ids[1], val_ids[0]) else "accepted", reader="dr_a")
+        log.decide_mask(
+            seg_id, "rejected" if source in (train_ids[1], val_ids[0]) else "accepted", reader="dr_a"
+        )
     cfg = TrainConfig.from_yaml(path, {"data.manifest": str(manifest), "data.review_db": str(db)})
     tr, va, _ = dataset_ids(cfg)
     assert tr == [train_ids[0], train_ids[2]] and va == [val_ids[1]]
@@ -183,7 +209,11 @@ def test_freeze_early_stops_gradients_and_batch_norm_updates(tmp_path: Path, rsn
     torch.manual_seed(0)
     net = BoneAgeNet(pretrained=False)
     frozen = freeze_early(net, 3)
-    assert net.backbone.conv_stem in frozen and net.backbone.blocks[2] in frozen and net.backbone.blocks[3] not in frozen
+    assert (
+        net.backbone.conv_stem in frozen
+        and net.backbone.blocks[2] in frozen
+        and net.backbone.blocks[3] not in frozen
+    )
     before = {k: v.clone() for k, v in net.backbone.blocks[0].state_dict().items()}
     net.train()
     for m in frozen:
@@ -214,7 +244,9 @@ def test_frozen_run_trains_and_excluded_ids_are_never_trained_on(tmp_path: Path,
     assert summary["steps"] == 2
     state = torch.load(cfg.out_dir / "last.pt", weights_only=False)
     init = load_checkpoint(cfg.out_dir / "best.pt")
-    assert state["config"]["optim"]["freeze_blocks"] == 2 and init.meta.training["config"]["data"]["exclude_ids"]
+    assert (
+        state["config"]["optim"]["freeze_blocks"] == 2 and init.meta.training["config"]["data"]["exclude_ids"]
+    )
 
 
 def test_runs_folder_comes_from_the_settings(monkeypatch, tmp_path: Path, rsna_train: Path):
@@ -235,7 +267,11 @@ def test_tune_and_report_halves_split_the_validation_films_once_and_match():
             return {r["id"]: (float(r["boneage"]), r["male"]) for r in csv.DictReader(f)}
 
     val, tune, report = ids("rsna-val.csv"), ids("rsna-val-tune.csv"), ids("rsna-val-report.csv")
-    assert len(tune) == len(report) == 500 and not (set(tune) & set(report)) and set(tune) | set(report) == set(val)
+    assert (
+        len(tune) == len(report) == 500
+        and not (set(tune) & set(report))
+        and set(tune) | set(report) == set(val)
+    )
     assert all(val[i] == v for i, v in {**tune, **report}.items())
     mean = lambda d: sum(a for a, _ in d.values()) / len(d)  # noqa: E731
     assert abs(mean(tune) - mean(report)) < 1.0  # matched on bone age and sex

@@ -16,9 +16,12 @@ def compare_predictions(a: Path | str, b: Path | str, n_boot: int = 5000, seed: 
 
     Only the films in both tables are compared (their count is ``n``); their reference ages must agree.
     """
+
     def load(path) -> dict[str, tuple[float, float]]:
         with open(path, newline="") as fh:
-            return {r["id"]: (float(r["truth_months"]), float(r["predicted_months"])) for r in csv.DictReader(fh)}
+            return {
+                r["id"]: (float(r["truth_months"]), float(r["predicted_months"])) for r in csv.DictReader(fh)
+            }
 
     ta, tb = load(a), load(b)
     ids = sorted(set(ta) & set(tb))

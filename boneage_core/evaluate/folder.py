@@ -33,6 +33,10 @@ PREDICTION_FIELDS = [
     "model_version",
     "weights_sha256",
     "preprocess",
+    "view_sd_months",
+    "interval_low_months",
+    "interval_high_months",
+    "interval_level",
 ]
 
 
@@ -80,20 +84,31 @@ def evaluate_folder(
     def flush() -> None:
         if not batch:
             return
-        months = predictor.predict_batch([b[1] for b in batch], [1.0 if b[2] == "M" else 0.0 for b in batch])
-        for (i, _, sex, source), m in zip(batch, months, strict=True):
+        months, spread = predictor.predict_batch_spread(
+            [b[1] for b in batch], [1.0 if b[2] == "M" else 0.0 for b in batch]
+        )
+        bounds = predictor.interval_bounds(months, spread)
+        level = predictor.interval.level if bounds is not None else ""
+        for k, ((i, _, sex, source), m) in enumerate(zip(batch, months, strict=True)):
             truth = rows[i].boneage
-            predictions.append({
-                "id": i,
-                "truth_months": truth,
-                "predicted_months": round(float(m), 2),
-                "error_months": round(float(m) - truth, 2),
-                "sex": sex,
-                "sex_source": source,
-                "model_version": prov["model_version"],
-                "weights_sha256": prov["weights_sha256"],
-                "preprocess": prov["preprocess"] + (f"+{prov['tta']}-tta" if prov["tta"] != "none" else ""),
-            })
+            predictions.append(
+                {
+                    "id": i,
+                    "truth_months": truth,
+                    "predicted_months": round(float(m), 2),
+                    "error_months": round(float(m) - truth, 2),
+                    "sex": sex,
+                    "sex_source": source,
+                    "model_version": prov["model_version"],
+                    "weights_sha256": prov["weights_sha256"],
+                    "preprocess": prov["preprocess"]
+                    + (f"+{prov['tta']}-tta" if prov["tta"] != "none" else ""),
+                    "view_sd_months": round(float(spread[k]), 3),
+                    "interval_low_months": round(float(bounds[0][k]), 2) if bounds is not None else "",
+                    "interval_high_months": round(float(bounds[1][k]), 2) if bounds is not None else "",
+                    "interval_level": level,
+                }
+            )
         batch.clear()
 
     from ..model.predictor import resolve_sex
@@ -116,17 +131,32 @@ def evaluate_folder(
         [p["predicted_months"] for p in predictions],
         [1.0 if p["sex"] == "M" else 0.0 for p in predictions],
     )
-    metrics.update({
-        "images": str(images),
-        "labels": str(labels),
-        "n_labelled": len(rows),
-        "n_unreadable": len(unreadable),
-        "n_missing": len(missing),
-        "unreadable": [u["id"] for u in unreadable],
-        "missing": missing[:100],
-        "seconds": round(seconds, 1),
-        **prov,
-    })
+    if predictor.interval is not None and predictions:
+        from ..model.intervals import coverage
+
+        metrics["interval"] = {
+            **coverage(
+                [p["truth_months"] for p in predictions],
+                [p["interval_low_months"] for p in predictions],
+                [p["interval_high_months"] for p in predictions],
+            ),
+            "level": predictor.interval.level,
+            "method": predictor.interval.method,
+            "calibrated_on": predictor.interval.labels,
+        }
+    metrics.update(
+        {
+            "images": str(images),
+            "labels": str(labels),
+            "n_labelled": len(rows),
+            "n_unreadable": len(unreadable),
+            "n_missing": len(missing),
+            "unreadable": [u["id"] for u in unreadable],
+            "missing": missing[:100],
+            "seconds": round(seconds, 1),
+            **prov,
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "predictions.csv", PREDICTION_FIELDS, predictions)
     _write_csv(out / "unreadable.csv", ["id", "path", "error"], unreadable)

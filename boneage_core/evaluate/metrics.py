@@ -38,7 +38,9 @@ def _core(truth: np.ndarray, pred: np.ndarray) -> dict:
     }
 
 
-def agreement_metrics(truth: Sequence[float], pred: Sequence[float], male: Sequence[float | None] | None = None) -> dict:
+def agreement_metrics(
+    truth: Sequence[float], pred: Sequence[float], male: Sequence[float | None] | None = None
+) -> dict:
     """MAE, RMSE, bias, Bland-Altman limits, shares within 6 and 12 months; overall, by sex, by age band.
 
     Args:
@@ -79,15 +81,19 @@ def icc_a1(reference: Sequence[float], predicted: Sequence[float]) -> dict:
     import pingouin as pg
 
     n = r.size
-    long = pd.DataFrame({
-        "case": np.tile(np.arange(n), 2),
-        "rater": ["reader"] * n + ["model"] * n,
-        "months": np.concatenate([r, p]),
-    })
+    long = pd.DataFrame(
+        {
+            "case": np.tile(np.arange(n), 2),
+            "rater": ["reader"] * n + ["model"] * n,
+            "months": np.concatenate([r, p]),
+        }
+    )
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         # Degenerate groups (identical ratings) give NaN, reported as such; pandas deprecations are noise.
         warnings.simplefilter("ignore")
-        table = pg.intraclass_corr(data=long, targets="case", raters="rater", ratings="months").set_index("Type")
+        table = pg.intraclass_corr(data=long, targets="case", raters="rater", ratings="months").set_index(
+            "Type"
+        )
     row = table.loc["ICC(A,1)"]
     lo, hi = (float(v) for v in row["CI95"])
     return {"icc": float(row["ICC"]), "ci95": [lo, hi]}

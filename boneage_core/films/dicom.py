@@ -2,7 +2,10 @@
 
 Stored values go through the palette, modality LUT and first VOI LUT or window (a percentile window when
 there is none), then MONOCHROME1 / Presentation LUT INVERSE inversion. Multi-frame, truncated and
-pixel-less objects are refused with a plain message before any large decode.
+pixel-less objects, pixel data longer than the header says, and compressed images whose own header
+disagrees with Rows/Columns are refused with a plain message before any large decode; a Deflate dataset
+is inflated only up to a bound (:mod:`boneage_core.films.codestream`). Damaged LUTs and non-finite or
+near-uniform values are refused too. Run it on untrusted bytes only inside the decoder sandbox.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 
 from ..errors import UnreadableFilmError
 from ..settings import Settings
+from .codestream import check_inflation, codestream_size, first_fragment
 from .metadata import tag_int, tag_text
-from .pixels import check_size, percentile_window, to_uint8
+from .pixels import check_finite, check_size, check_stored_range, percentile_window, to_uint8
 
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -27,6 +31,7 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 def read_dicom(data: bytes, settings: Settings) -> tuple[np.ndarray, Dataset]:
     if data[:4] == b"DICM":  # "DICM" without its 128-byte preamble
         data = bytes(128) + data
+    check_inflation(data, settings.max_bytes)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:
@@ -48,13 +53,11 @@ def read_dicom(data: bytes, settings: Settings) -> tuple[np.ndarray, Dataset]:
     check_size(cols, rows, settings)
 
     tsyntax = ds.file_meta.TransferSyntaxUID
-    if "PixelData" in ds and not tsyntax.is_encapsulated:
-        spp, bits = tag_int(ds.get("SamplesPerPixel")) or 1, tag_int(ds.get("BitsAllocated")) or 16
-        expected = (rows * cols * spp * bits + 7) // 8
-        if len(ds.PixelData) < expected:
-            raise UnreadableFilmError("Truncated DICOM: pixel data is shorter than the header says")
+    _check_pixel_data(ds, rows, cols, settings)
     try:
         arr = ds.pixel_array
+    except MemoryError as exc:
+        raise UnreadableFilmError("Decoding this DICOM needs more memory than the limit: refused") from exc
     except Exception as exc:
         # pydicom lists one line per decoder plugin that failed; keep those lines
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -64,7 +67,45 @@ def read_dicom(data: bytes, settings: Settings) -> tuple[np.ndarray, Dataset]:
             f"{ds.get('BitsStored', '?')} bits stored): {reason}. "
             "Re-export the film uncompressed or with a lossless compression"
         ) from exc
-    return _dicom_display(arr, ds), ds
+    if arr.ndim not in (2, 3) or arr.shape[:2] != (rows, cols):
+        raise UnreadableFilmError(
+            f"The decoded image ({' x '.join(map(str, arr.shape))}) does not match the header ({rows} x {cols})"
+        )
+    try:
+        return _dicom_display(arr, ds), ds
+    except (UnreadableFilmError, MemoryError):
+        raise
+    except Exception as exc:  # struct.error, ValueError, IndexError... from a damaged LUT or palette
+        raise UnreadableFilmError(
+            "The DICOM's grey-level tables (modality LUT, VOI LUT or palette) are damaged "
+            f"({type(exc).__module__}.{type(exc).__name__})".replace("builtins.", "")
+        ) from exc
+
+
+def _check_pixel_data(ds: Dataset, rows: int, cols: int, settings: Settings) -> None:
+    """The pixel data's length (native) or its codestream's own size (encapsulated) must match the header."""
+    if "PixelData" not in ds:
+        return
+    data = ds.PixelData
+    if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        spp, bits = tag_int(ds.get("SamplesPerPixel")) or 1, tag_int(ds.get("BitsAllocated")) or 16
+        expected = (rows * cols * spp * bits + 7) // 8
+        if len(data) < expected:
+            raise UnreadableFilmError("Truncated DICOM: pixel data is shorter than the header says")
+        if len(data) > expected + (expected % 2) + 1:
+            raise UnreadableFilmError(
+                f"The pixel data is longer than the header says ({len(data):,} bytes for one "
+                f"{cols} x {rows} image of {bits} bits): the header and the pixels disagree"
+            )
+        return
+    fragment = first_fragment(data)
+    size = codestream_size(fragment) if fragment else None
+    if size is not None and size != (cols, rows):
+        check_size(*size, settings)
+        raise UnreadableFilmError(
+            f"The compressed image says {size[0]} x {size[1]} pixels but the DICOM header says "
+            f"{cols} x {rows}: the header and the pixels disagree"
+        )
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -87,7 +128,10 @@ def _dicom_display(arr: np.ndarray, ds: Dataset) -> np.ndarray:
         gray = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
         return np.rint(gray).astype(np.uint8) if arr.dtype == np.uint8 else percentile_window(gray)
 
-    arr = apply_modality_lut(arr, ds)
+    check_stored_range(arr, tag_int(ds.get("BitsStored")))
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = apply_modality_lut(arr, ds)
+    check_finite(arr)
     voi = _apply_first_voi(arr, ds)
     if voi is not None:
         img = to_uint8(*voi)
@@ -118,10 +162,17 @@ def _apply_first_voi(arr: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, f
                 lo, hi = (float(v) for v in apply_windowing(np.array([-1e30, 1e30]), ds))
         else:
             return None
-        out = apply_voi_lut(arr, ds, index=0, prefer_lut=True)
-    except (ValueError, TypeError, NotImplementedError, AttributeError, IndexError, KeyError):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = apply_voi_lut(arr, ds, index=0, prefer_lut=True)
+    except MemoryError:
+        raise
+    except Exception:
         return None  # malformed VOI: fall back to the percentile window
-    return (out, lo, hi) if hi != lo else None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi == lo:
+        return None  # a NaN or infinite window: fall back to the percentile window
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        return None
+    return out, lo, hi
 
 
 def _sop_class_name(ds: Dataset) -> str:

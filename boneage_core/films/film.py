@@ -36,10 +36,14 @@ class FilmMetadata:
     modality: str | None = None
     body_part: str | None = None
     laterality: str | None = None
+    #: What is wrong with the header's dates (malformed, partial, future, study before birth), if anything;
+    #: an age is never guessed from such dates.
+    date_problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dates as ISO strings)."""
         out = dataclasses.asdict(self)
+        out["date_problems"] = list(self.date_problems)
         for key in ("birth_date", "study_date"):
             if out[key] is not None:
                 out[key] = out[key].isoformat()

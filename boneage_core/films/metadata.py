@@ -1,7 +1,9 @@
 """What a film says besides its pixels: sex, dates and ages from the DICOM header; nothing for rasters.
 
-No patient identifier is kept: PatientID and PatientName only feed the salted pseudonym
-(:mod:`boneage_core.films.pseudonym`). Ages are in months of 30.4375 days.
+No patient identifier is kept: :func:`dicom_identity` (PatientID, PatientName) only feeds the keyed
+pseudonym (:mod:`boneage_core.films.pseudonym`) and is dropped. Ages are in months of 30.4375 days.
+The fields come as JSON types (dates as ISO strings) because they cross the decoder sandbox's pipe;
+:func:`film_metadata` turns them, with the pseudonym, into a :class:`FilmMetadata`.
 """
 
 from __future__ import annotations
@@ -10,75 +12,118 @@ import datetime as dt
 import re
 from typing import Any
 
-import numpy as np
 from pydicom.dataset import Dataset
 
 from .film import FilmMetadata
-from .pseudonym import pseudonym
 
 #: Mean month length used for ages (365.25 / 12 days).
 DAYS_PER_MONTH = 30.4375
 
 
-def raster_metadata(fmt: str, pixels: np.ndarray) -> FilmMetadata:
-    return FilmMetadata(
-        sex=None,
-        birth_date=None,
-        study_date=None,
-        chronological_age_months=None,
-        pseudonym=pseudonym(None, None, pixels),
-        source_format=fmt,
-    )
+def raster_fields(fmt: str) -> dict[str, Any]:
+    return {
+        "sex": None,
+        "birth_date": None,
+        "study_date": None,
+        "chronological_age_months": None,
+        "source_format": fmt,
+        "date_problems": [],
+    }
 
 
-def dicom_metadata(ds: Dataset, pixels: np.ndarray) -> FilmMetadata:
-    birth = _date(ds.get("PatientBirthDate"))
-    study = next(
-        (d for k in ("StudyDate", "AcquisitionDate", "ContentDate") if (d := _date(ds.get(k)))), None
-    )
+def dicom_fields(ds: Dataset, today: dt.date | None = None) -> dict[str, Any]:
+    """The header's fields. The chronological age is StudyDate (else AcquisitionDate, ContentDate) minus
+    PatientBirthDate, else PatientAge; malformed, partial, future or inconsistent dates are reported in
+    ``date_problems`` (without their values, which identify) and no age is guessed from them."""
+    today = today or dt.date.today()
+    problems: list[str] = []
+    birth = _checked_date(ds, "PatientBirthDate", problems, today)
+    study = None
+    for key in ("StudyDate", "AcquisitionDate", "ContentDate"):
+        study = _checked_date(ds, key, problems, today)
+        if study is not None:
+            break
     age = None
-    if birth and study and study >= birth:
-        age = (study - birth).days / DAYS_PER_MONTH
-    elif birth is None:
+    if birth and study:
+        if study >= birth:
+            age = (study - birth).days / DAYS_PER_MONTH
+        else:
+            problems.append("the study date is before the birth date: no chronological age")
+    elif tag_text(ds.get("PatientBirthDate")) is None:
         age = _age_string_months(ds.get("PatientAge"))
+        if age is None and tag_text(ds.get("PatientAge")):
+            problems.append("PatientAge is not a DICOM age string (e.g. 011Y): not used")
     sex = tag_text(ds.get("PatientSex"))
     sex = sex.upper() if sex and sex.upper() in ("M", "F") else None
-    return FilmMetadata(
-        sex=sex,
-        birth_date=birth,
-        study_date=study,
-        chronological_age_months=age,
-        pseudonym=pseudonym(tag_text(ds.get("PatientID")), tag_text(ds.get("PatientName")), pixels),
-        source_format="dicom",
-        photometric=tag_text(ds.get("PhotometricInterpretation")),
-        bits_stored=tag_int(ds.get("BitsStored")),
-        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-        modality=tag_text(ds.get("Modality")),
-        body_part=tag_text(ds.get("BodyPartExamined")),
-        laterality=tag_text(ds.get("ImageLaterality")) or tag_text(ds.get("Laterality")),
-    )
+    return {
+        "sex": sex,
+        "birth_date": birth.isoformat() if birth else None,
+        "study_date": study.isoformat() if study else None,
+        "chronological_age_months": age,
+        "source_format": "dicom",
+        "photometric": tag_text(ds.get("PhotometricInterpretation")),
+        "bits_stored": tag_int(ds.get("BitsStored")),
+        "transfer_syntax": str(ds.file_meta.TransferSyntaxUID),
+        "modality": tag_text(ds.get("Modality")),
+        "body_part": tag_text(ds.get("BodyPartExamined")),
+        "laterality": tag_text(ds.get("ImageLaterality")) or tag_text(ds.get("Laterality")),
+        "date_problems": problems,
+    }
+
+
+def dicom_identity(ds: Dataset) -> tuple[str | None, str | None]:
+    """(PatientID, PatientName) as text, for the pseudonym only."""
+    return tag_text(ds.get("PatientID")), tag_text(ds.get("PatientName"))
+
+
+def film_metadata(fields: dict[str, Any], pseudonym: str) -> FilmMetadata:
+    """The :class:`FilmMetadata` of decoded ``fields`` (ISO dates parsed back) and its pseudonym."""
+    out = dict(fields)
+    for key in ("birth_date", "study_date"):
+        if out.get(key) is not None:
+            out[key] = dt.date.fromisoformat(out[key])
+    out["date_problems"] = tuple(out.get("date_problems") or ())
+    return FilmMetadata(pseudonym=pseudonym, **out)
 
 
 def tag_text(value: Any) -> str | None:
-    text = str(value).strip() if value is not None else ""
+    try:
+        text = str(value).strip() if value is not None else ""
+    except Exception:  # a damaged value that pydicom cannot even convert
+        return None
     return text or None
 
 
 def tag_int(value: Any) -> int | None:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
-def _date(value: Any) -> dt.date | None:
-    text = tag_text(value)
+def _checked_date(ds: Dataset, key: str, problems: list[str], today: dt.date) -> dt.date | None:
+    """The DA value of ``key``, or None (absent, or reported in ``problems``: malformed, partial, future)."""
+    text = tag_text(ds.get(key))
     if not text:
         return None
-    try:
-        return dt.datetime.strptime(text.replace(".", "")[:8], "%Y%m%d").date()
-    except ValueError:
+    digits = text.replace(".", "").replace("-", "")
+    if re.fullmatch(r"\d{4}(\d{2})?", digits):
+        problems.append(f"{key} is partial (year or month only): no age is guessed from it")
         return None
+    try:
+        if not re.fullmatch(r"\d{8}", digits):
+            raise ValueError
+        value = dt.datetime.strptime(digits, "%Y%m%d").date()
+    except ValueError:
+        problems.append(f"{key} is not a valid date (YYYYMMDD): not used")
+        return None
+    if value > today:
+        problems.append(f"{key} is in the future: not used")
+        return None
+    if value.year < 1900:
+        problems.append(f"{key} is before 1900: not used")
+        return None
+    return value
 
 
 def _age_string_months(value: Any) -> float | None:

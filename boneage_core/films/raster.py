@@ -41,6 +41,7 @@ def read_raster(data: bytes, fmt: str, settings: Settings) -> np.ndarray:
         raise UnreadableFilmError(f"Truncated or damaged {fmt.upper()} file ({exc})") from exc
     return _pil_to_gray(im)
 
+
 #: A colour image is refused as "not a radiograph" when its pixels differ between channels by more than
 #: COLOUR_CHROMA grey levels on average (a film saved as RGB, or photographed on a light box, stays far below).
 COLOUR_CHROMA = 24.0

@@ -96,7 +96,9 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
         raise CheckpointError(f"{path.name} is not a bone-age checkpoint (no meta/state_dict)")
     raw = payload["meta"]
     if raw.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path.name}: checkpoint format {raw.get('format')}, expected {CHECKPOINT_FORMAT}")
+        raise CheckpointError(
+            f"{path.name}: checkpoint format {raw.get('format')}, expected {CHECKPOINT_FORMAT}"
+        )
     meta = ModelMeta(**{k: raw[k] for k in ModelMeta.__dataclass_fields__ if k in raw})
     for key in ("input_size", "canonical_side", "view"):
         if key not in meta.preprocess:

@@ -3,12 +3,15 @@
 An ensemble checkpoint (:class:`boneage_core.model.net.EnsembleNet`) reads the canonical film and gives each
 member the input size it was trained at. Its weights are chosen on films that the reported figures never
 see (the *tune* half of the validation split, ``configs/splits/rsna-val-tune.csv``): :func:`choose_weights`
-searches the simplex on a grid for the lowest mean absolute error of the weighted mean.
+searches the simplex on a grid for the lowest mean absolute error of the weighted mean;
+:func:`build_ensemble` puts it together (``boneage ensemble``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from ..errors import BoneAgeError
 from ..films.folder import film_id, list_films
 from ..films.labels import read_label_table
 from ..films.read import read_film
-from .checkpoint import LoadedModel, load_checkpoint
+from .checkpoint import LoadedModel, ModelMeta, load_checkpoint
 from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet
 from .transforms import PreprocessConfig, to_model_input, tta_views
 
@@ -41,11 +44,24 @@ def members_of(loaded: LoadedModel) -> list[Member]:
     """The members of a checkpoint: itself for a single model, its members for an ensemble (flattened)."""
     if loaded.meta.arch != ENSEMBLE_ARCH:
         m = loaded.meta
-        return [Member(loaded.net, m.version, m.arch, m.preprocess, loaded.weights_sha256, m.validation, m.training)]
+        return [
+            Member(
+                loaded.net, m.version, m.arch, m.preprocess, loaded.weights_sha256, m.validation, m.training
+            )
+        ]
     out = []
     for net, info in zip(loaded.net.members, loaded.meta.training["members"], strict=True):
-        out.append(Member(net, info["version"], info["arch"], info["preprocess"], info["weights_sha256"],
-                          info.get("validation", {}), info.get("training", {})))
+        out.append(
+            Member(
+                net,
+                info["version"],
+                info["arch"],
+                info["preprocess"],
+                info["weights_sha256"],
+                info.get("validation", {}),
+                info.get("training", {}),
+            )
+        )
     return out
 
 
@@ -62,8 +78,9 @@ def load_members(paths: list[Path]) -> list[Member]:
 
 
 @torch.no_grad()
-def member_predictions(net: EnsembleNet, pre: PreprocessConfig, images: Path, labels: Path, tta: str,
-                       batch_size: int = 32) -> tuple[list[str], np.ndarray, np.ndarray]:
+def member_predictions(
+    net: EnsembleNet, pre: PreprocessConfig, images: Path, labels: Path, tta: str, batch_size: int = 32
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Each member's estimate of every labelled film of ``images``, exactly as the ensemble computes it
     (the same canonical input and test-time views, then each member at its own size).
 
@@ -126,3 +143,91 @@ def choose_weights(preds: np.ndarray, truth: np.ndarray, step: float = 0.05) -> 
             best = key
     assert best is not None
     return best[2], best[0]
+
+
+def build_ensemble(
+    member_paths: list[Path],
+    *,
+    version: str,
+    tta: str | None = None,
+    weights: list[float] | None = None,
+    tune_images: Path | None = None,
+    tune_labels: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[EnsembleNet, ModelMeta]:
+    """The ensemble of ``member_paths`` (ensembles among them are flattened), largest input first.
+
+    Member weights: ``weights`` (in the order given), else chosen on the films of ``tune_labels`` (members
+    of weight 0 dropped), else equal. The ensemble reads the canonical film; each member resizes it to its
+    own input, as in training. Returns the network (eval mode) and its metadata, ready for shipping.
+    """
+    members = load_members(member_paths)
+    order = sorted(range(len(members)), key=lambda i: -int(members[i].preprocess["input_size"]))
+    members = [members[i] for i in order]
+    if weights and len(weights) != len(members):
+        raise BoneAgeError(f"--weights has {len(weights)} numbers for {len(members)} members")
+    given = [weights[i] / sum(weights) for i in order] if weights else None
+    net = _assemble(members, given)
+    tta = tta or members[0].preprocess.get("tta", "flip")
+    preprocess = {
+        **members[0].preprocess,
+        "input_size": int(members[0].preprocess["canonical_side"]),
+        "tta": tta,
+    }
+    tuning: dict = {}
+    if tune_labels:
+        if given:
+            raise BoneAgeError("give either --weights or --tune-labels, not both")
+        pre = PreprocessConfig.from_dict(preprocess)
+        ids, truth, preds = member_predictions(net, pre, tune_images, tune_labels, tta)
+        chosen, mae = choose_weights(preds, truth)
+        tuning = {
+            "labels": str(tune_labels),
+            "n": len(ids),
+            "mae_months": round(mae, 4),
+            "member_mae_months": [round(float(np.abs(p - truth).mean()), 4) for p in preds],
+            "uniform_mae_months": round(float(np.abs(preds.mean(0) - truth).mean()), 4),
+            "chosen": {m.version: round(float(w), 4) for m, w in zip(members, chosen, strict=True)},
+        }
+        log(
+            f"weights chosen on {len(ids)} films of {tune_labels}: "
+            + ", ".join(
+                f"{m.version} {w:.2f} (alone {e:.2f})"
+                for m, w, e in zip(members, chosen, tuning["member_mae_months"], strict=True)
+            )
+            + f"; MAE {mae:.2f} (uniform {tuning['uniform_mae_months']:.2f})"
+        )
+        keep = [i for i, w in enumerate(chosen) if w > 0]  # a member of weight 0 would only cost time
+        members = [members[i] for i in keep]
+        net = _assemble(members, chosen[keep].tolist())
+    w = net.member_weights.tolist()
+    meta = ModelMeta(
+        version=version,
+        arch=ENSEMBLE_ARCH,
+        preprocess=preprocess,
+        training={
+            "members": [
+                {
+                    "version": m.version,
+                    "arch": m.arch,
+                    "preprocess": m.preprocess,
+                    "weights_sha256": m.weights_sha256,
+                    "validation": m.validation,
+                    "training": m.training,
+                    "weight": round(wi, 6),
+                }
+                for m, wi in zip(members, w, strict=True)
+            ],
+            "weights_tuning": tuning,
+        },
+        validation={},
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    return net.eval(), meta
+
+
+def _assemble(members: list, weights: list[float] | None) -> EnsembleNet:
+    net = EnsembleNet([(m.arch, int(m.preprocess["input_size"])) for m in members], weights)
+    for dst, m in zip(net.members, members, strict=True):
+        dst.load_state_dict(m.net.state_dict())
+    return net

@@ -32,8 +32,15 @@ class _FixedSex(torch.nn.Module):
         return self.net(x, male).unsqueeze(1)
 
 
-def gradcam_heatmap(net: BoneAgeNet | EnsembleNet, pre: PreprocessConfig, pixels: np.ndarray, male: bool | float,
-                    *, device: torch.device | str = "cpu", lock: threading.Lock | None = None) -> np.ndarray:
+def gradcam_heatmap(
+    net: BoneAgeNet | EnsembleNet,
+    pre: PreprocessConfig,
+    pixels: np.ndarray,
+    male: bool | float,
+    *,
+    device: torch.device | str = "cpu",
+    lock: threading.Lock | None = None,
+) -> np.ndarray:
     """Class-activation map of the predicted age: ``HW float32`` in [0, 1] at the film's own size.
 
     Grad-CAM++ (``pytorch_grad_cam.GradCAMPlusPlus``) at the last feature map (``bn2``), the target
@@ -49,8 +56,10 @@ def gradcam_heatmap(net: BoneAgeNet | EnsembleNet, pre: PreprocessConfig, pixels
     guard = lock if lock is not None else contextlib.nullcontext()
     # An ensemble is explained by the weighted mean of its members' maps, each on the input that member reads.
     if isinstance(net, EnsembleNet):
-        members = [(m, replace(pre, input_size=size), float(w)) for m, size, w in
-                   zip(net.members, net.sizes, net.member_weights.tolist(), strict=True)]
+        members = [
+            (m, replace(pre, input_size=size), float(w))
+            for m, size, w in zip(net.members, net.sizes, net.member_weights.tolist(), strict=True)
+        ]
     else:
         members = [(net, pre, 1.0)]
     h, w = pixels.shape[:2]
@@ -62,7 +71,9 @@ def gradcam_heatmap(net: BoneAgeNet | EnsembleNet, pre: PreprocessConfig, pixels
         x = to_model_input([pixels], member_pre).to(device)
         with guard, GradCAMPlusPlus(model=wrapped, target_layers=[member.backbone.bn2]) as cam:
             one = cam(input_tensor=x, targets=[lambda out: out.sum()])[0]
-        one = cv2.resize(np.nan_to_num(one.astype(np.float32), nan=0.0), (w, h), interpolation=cv2.INTER_LINEAR)
+        one = cv2.resize(
+            np.nan_to_num(one.astype(np.float32), nan=0.0), (w, h), interpolation=cv2.INTER_LINEAR
+        )
         heat += weight * (one / one.max() if one.max() > 0 else one)
     peak = float(heat.max())
     return (heat / peak).clip(0, 1) if peak > 0 else heat

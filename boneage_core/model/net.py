@@ -105,6 +105,7 @@ class BoneAgeNet(nn.Module):
         y = self.forward_normalised(x, male)
         return y if normalised else y.float() * AGE_SCALE + AGE_MEAN
 
+
 #: ``meta.arch`` of an ensemble checkpoint; its members are listed in ``meta.training["members"]``.
 ENSEMBLE_ARCH = "ensemble"
 
@@ -126,9 +127,15 @@ class EnsembleNet(nn.Module):
         super().__init__()
         self.sizes = [size for _, size in members]
         self.members = nn.ModuleList(BoneAgeNet(arch, pretrained=False) for arch, _ in members)
-        w = torch.full((len(members),), 1.0 / len(members)) if weights is None else torch.tensor(weights, dtype=torch.float32)
+        w = (
+            torch.full((len(members),), 1.0 / len(members))
+            if weights is None
+            else torch.tensor(weights, dtype=torch.float32)
+        )
         if w.shape != (len(members),) or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-4:
-            raise ValueError(f"ensemble weights must be {len(members)} non-negative numbers summing to 1, got {weights}")
+            raise ValueError(
+                f"ensemble weights must be {len(members)} non-negative numbers summing to 1, got {weights}"
+            )
         self.register_buffer("member_weights", w)
 
     @property
@@ -144,8 +151,9 @@ class EnsembleNet(nn.Module):
         for size, net in zip(self.sizes, self.members, strict=True):
             xi = x
             if x.shape[-1] != size:
-                xi = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                   antialias=size < x.shape[-1])
+                xi = F.interpolate(
+                    x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1]
+                )
             outs.append(net(xi, male, normalised=normalised))
         return torch.stack(outs)
 

@@ -30,6 +30,7 @@ from ..films.film import Film
 from ..settings import get_settings
 from .checkpoint import LoadedModel, load_checkpoint
 from .explain import gradcam_heatmap
+from .intervals import IntervalCalibration
 from .transforms import to_model_input, tta_views
 
 
@@ -52,6 +53,11 @@ class Prediction:
     #: (1.96 x SD of the error; all validation films when the band has fewer than 20), or None when
     #: the model carries no such figures.
     loa_halfwidth_months: float | None = None
+    #: The calibrated interval for a single radiologist's reading (:mod:`boneage_core.model.intervals`),
+    #: or None when the model carries no calibration.
+    interval_low_months: float | None = None
+    interval_high_months: float | None = None
+    interval_level: float | None = None
 
     @property
     def years_months(self) -> str:
@@ -64,6 +70,9 @@ class Prediction:
         d["seconds"] = round(self.seconds, 3)
         if self.loa_halfwidth_months is not None:
             d["loa_halfwidth_months"] = round(self.loa_halfwidth_months, 1)
+        for key in ("interval_low_months", "interval_high_months"):
+            if d[key] is not None:
+                d[key] = round(d[key], 1)
         return d
 
 
@@ -96,6 +105,8 @@ class BoneAgePredictor:
         #: The test-time augmentation in use: the one the checkpoint was validated with, or "none".
         self.tta = self.pre.tta if tta else "none"
         self._lock = threading.Lock()
+        #: The interval calibration the checkpoint carries (None: estimates come without an interval).
+        self.interval = IntervalCalibration.from_dict(self.model.meta.validation.get("interval"))
 
     # ---- provenance
     @property
@@ -119,17 +130,35 @@ class BoneAgePredictor:
         }
 
     # ---- inference
-    @torch.no_grad()
     def predict_batch(self, films: list[np.ndarray], male: np.ndarray | list[float]) -> np.ndarray:
         """Months ``(N,) float64`` for films (each ``HW uint8``) and sexes (1.0 male, 0.0 female)."""
+        return self.predict_batch_spread(films, male)[0]
+
+    @torch.no_grad()
+    def predict_batch_spread(
+        self, films: list[np.ndarray], male: np.ndarray | list[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(months, spread), both ``(N,) float64``: the mean over the TTA views and their standard
+        deviation (0 without TTA), the spread that scales the calibrated interval."""
         if len(films) == 0:
-            return np.zeros(0)
-        x = to_model_input(list(films), self.pre).to(self.device).contiguous(memory_format=torch.channels_last)
+            return np.zeros(0), np.zeros(0)
+        x = (
+            to_model_input(list(films), self.pre)
+            .to(self.device)
+            .contiguous(memory_format=torch.channels_last)
+        )
         m = torch.as_tensor(np.asarray(male, dtype=np.float32), device=self.device)
         with self._lock:
             views = tta_views(x, self.tta, self.pre)
-            y = torch.stack([self.net(v.contiguous(memory_format=torch.channels_last), m) for v in views]).mean(0)
-        return y.double().cpu().numpy()
+            y = torch.stack(
+                [self.net(v.contiguous(memory_format=torch.channels_last), m) for v in views]
+            ).double()
+        spread = y.std(0, unbiased=False) if len(y) > 1 else torch.zeros_like(y[0])
+        return y.mean(0).cpu().numpy(), spread.cpu().numpy()
+
+    def interval_bounds(self, months: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The calibrated (low, high) for these estimates, or None without a calibration."""
+        return self.interval.bounds(months, spread) if self.interval else None
 
     def predict(self, pixels: np.ndarray, male: bool | float) -> float:
         """Bone age in months of one ``HW uint8`` film."""
@@ -153,7 +182,11 @@ class BoneAgePredictor:
         """
         s, source = resolve_sex(sex, film)
         t = time.perf_counter()
-        months = self.predict(self.model_view(film, segmentation), 1.0 if s == "M" else 0.0)
+        months_, spread = self.predict_batch_spread(
+            [self.model_view(film, segmentation)], [1.0 if s == "M" else 0.0]
+        )
+        months = float(months_[0])
+        bounds = self.interval_bounds(months_, spread)
         return Prediction(
             months=months,
             sex=s,
@@ -164,6 +197,9 @@ class BoneAgePredictor:
             tta=self.tta,
             seconds=time.perf_counter() - t,
             loa_halfwidth_months=self.uncertainty(months),
+            interval_low_months=float(bounds[0][0]) if bounds else None,
+            interval_high_months=float(bounds[1][0]) if bounds else None,
+            interval_level=self.interval.level if self.interval else None,
         )
 
     def uncertainty(self, months: float) -> float | None:

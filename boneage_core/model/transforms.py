@@ -88,8 +88,11 @@ def tta_views(x: torch.Tensor, name: str, pre: PreprocessConfig) -> list[torch.T
         else:
             a = np.deg2rad(value) if kind == "rotate" else 0.0
             s = 1.0 / value if kind == "zoom" else 1.0
-            theta = torch.tensor([[s * np.cos(a), -s * np.sin(a), 0.0], [s * np.sin(a), s * np.cos(a), 0.0]],
-                                 dtype=x.dtype, device=x.device).expand(x.shape[0], 2, 3)
+            theta = torch.tensor(
+                [[s * np.cos(a), -s * np.sin(a), 0.0], [s * np.sin(a), s * np.cos(a), 0.0]],
+                dtype=x.dtype,
+                device=x.device,
+            ).expand(x.shape[0], 2, 3)
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             img = x * pre.std + pre.mean  # as TrainAugment: resample in [0, 1], the border black
             img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -97,7 +100,9 @@ def tta_views(x: torch.Tensor, name: str, pre: PreprocessConfig) -> list[torch.T
     return out
 
 
-def canonical_film(pixels: np.ndarray, side: int = CANONICAL_SIDE, jpeg_quality: int | None = CANONICAL_JPEG) -> np.ndarray:
+def canonical_film(
+    pixels: np.ndarray, side: int = CANONICAL_SIDE, jpeg_quality: int | None = CANONICAL_JPEG
+) -> np.ndarray:
     """Make a film of any size look like an RSNA training copy: stretched to ``side x side``, JPEG-coded.
 
     The copies were, by every measure we have, made with Pillow's bilinear resize (a triangle filter
@@ -143,8 +148,13 @@ def batch_to_model_input(canonical: torch.Tensor, cfg: PreprocessConfig) -> torc
     x = canonical.unsqueeze(1).float().div_(255.0)
     if x.shape[-1] != cfg.input_size or x.shape[-2] != cfg.input_size:
         antialias = cfg.input_size < x.shape[-1]
-        x = F.interpolate(x, size=(cfg.input_size, cfg.input_size), mode="bilinear",
-                          align_corners=False, antialias=antialias)
+        x = F.interpolate(
+            x,
+            size=(cfg.input_size, cfg.input_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=antialias,
+        )
     return x.sub_(cfg.mean).div_(cfg.std)
 
 

@@ -74,13 +74,19 @@ def rsna_table(eval_dir: Path | str) -> tuple[pd.DataFrame, dict]:
         )
     try:
         raw = pd.read_csv(pred_path, dtype={"id": str})
-        meta = json.loads((eval_dir / "metrics.json").read_text()) if (eval_dir / "metrics.json").is_file() else {}
-        df = pd.DataFrame({
-            "key": raw["id"],
-            "sex": raw["sex"].fillna("").astype(str),
-            "reference_months": raw["truth_months"].astype(float),
-            "predicted_months": raw["predicted_months"].astype(float),
-        })
+        meta = (
+            json.loads((eval_dir / "metrics.json").read_text())
+            if (eval_dir / "metrics.json").is_file()
+            else {}
+        )
+        df = pd.DataFrame(
+            {
+                "key": raw["id"],
+                "sex": raw["sex"].fillna("").astype(str),
+                "reference_months": raw["truth_months"].astype(float),
+                "predicted_months": raw["predicted_months"].astype(float),
+            }
+        )
     except (KeyError, ValueError, pd.errors.ParserError) as exc:
         raise DashboardDataError(f"{pred_path} is not a `boneage evaluate` predictions table: {exc}") from exc
     df["error_months"] = df["predicted_months"] - df["reference_months"]
@@ -90,8 +96,12 @@ def rsna_table(eval_dir: Path | str) -> tuple[pd.DataFrame, dict]:
     return df[TABLE_COLUMNS], meta
 
 
-def filter_table(df: pd.DataFrame, start: dt.date | None = None, end: dt.date | None = None,
-                 readers: Sequence[str] | None = None) -> pd.DataFrame:
+def filter_table(
+    df: pd.DataFrame,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    readers: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Rows read within [start, end] (whole days, UTC) and by one of ``readers`` (all when empty)."""
     keep = np.ones(len(df), bool)
     if start is not None:
@@ -117,8 +127,9 @@ def summarise(df: pd.DataFrame) -> dict:
 def _hover(df: pd.DataFrame) -> list[str]:
     return [
         f"case {k}<br>sex {s or '?'}<br>reference {r:.1f} m<br>model {p:.1f} m<br>reader {rd}"
-        for k, s, r, p, rd in zip(df["key"], df["sex"], df["reference_months"], df["predicted_months"],
-                                  df["reader"], strict=True)
+        for k, s, r, p, rd in zip(
+            df["key"], df["sex"], df["reference_months"], df["predicted_months"], df["reader"], strict=True
+        )
     ]
 
 
@@ -131,12 +142,18 @@ def _by_sex_traces(df: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> list[go.Sc
         sel = (df["sex"] == sex).to_numpy()
         if not sel.any():
             continue
-        traces.append(go.Scatter(
-            x=x[sel], y=y[sel], mode="markers", name=name,
-            marker={"color": _COLOURS[sex], "size": 8, "opacity": 0.75},
-            customdata=df["key"].to_numpy()[sel].astype(str),
-            hovertext=np.asarray(_hover(df), dtype=object)[sel], hoverinfo="text",
-        ))
+        traces.append(
+            go.Scatter(
+                x=x[sel],
+                y=y[sel],
+                mode="markers",
+                name=name,
+                marker={"color": _COLOURS[sex], "size": 8, "opacity": 0.75},
+                customdata=df["key"].to_numpy()[sel].astype(str),
+                hovertext=np.asarray(_hover(df), dtype=object)[sel],
+                hoverinfo="text",
+            )
+        )
     return traces
 
 
@@ -151,10 +168,20 @@ def bland_altman_figure(df: pd.DataFrame, summary: dict, title: str = "Bland-Alt
             (summary["loa_lower_months"], "-1.96 SD", "dash"),
             (summary["loa_upper_months"], "+1.96 SD", "dash"),
         ):
-            fig.add_hline(y=value, line_dash=dash, line_color="#d62728",
-                          annotation_text=f"{label} {value:+.1f}", annotation_position="right")
-    fig.update_layout(title=title, xaxis_title="mean of model and reference (months)",
-                      yaxis_title="model - reference (months)", height=420, margin={"r": 110})
+            fig.add_hline(
+                y=value,
+                line_dash=dash,
+                line_color="#d62728",
+                annotation_text=f"{label} {value:+.1f}",
+                annotation_position="right",
+            )
+    fig.update_layout(
+        title=title,
+        xaxis_title="mean of model and reference (months)",
+        yaxis_title="model - reference (months)",
+        height=420,
+        margin={"r": 110},
+    )
     return fig
 
 
@@ -165,10 +192,22 @@ def scatter_figure(df: pd.DataFrame, title: str = "Model against reference") -> 
     fig = go.Figure(_by_sex_traces(df, ref, pred))
     if len(df):
         lo, hi = float(min(ref.min(), pred.min())) - 6, float(max(ref.max(), pred.max())) + 6
-        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="identity",
-                                 line={"color": "#aaaaaa", "dash": "dot"}, hoverinfo="skip"))
-    fig.update_layout(title=title, xaxis_title="reference bone age (months)",
-                      yaxis_title="model bone age (months)", height=420)
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                name="identity",
+                line={"color": "#aaaaaa", "dash": "dot"},
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="reference bone age (months)",
+        yaxis_title="model bone age (months)",
+        height=420,
+    )
     return fig
 
 
@@ -176,7 +215,9 @@ def group_rows(summary: dict) -> pd.DataFrame:
     """MAE, bias, share within 6/12 months and n per age band and per sex, as a table."""
     rows = []
     for lo, hi in AGE_BANDS_YEARS:
-        rows.append({"group": f"age {band_label(lo, hi)}", **_row(summary["by_age_band"][band_label(lo, hi)])})
+        rows.append(
+            {"group": f"age {band_label(lo, hi)}", **_row(summary["by_age_band"][band_label(lo, hi)])}
+        )
     for sex, name in (("F", "girls"), ("M", "boys")):
         rows.append({"group": name, **_row(summary.get("by_sex", {}).get(sex, {"n": 0}))})
     return pd.DataFrame(rows)
@@ -184,18 +225,28 @@ def group_rows(summary: dict) -> pd.DataFrame:
 
 def _row(m: dict) -> dict:
     if not m.get("n"):
-        return {"n": 0, "mae_months": np.nan, "bias_months": np.nan, "within_6_months": np.nan,
-                "within_12_months": np.nan}
+        return {
+            "n": 0,
+            "mae_months": np.nan,
+            "bias_months": np.nan,
+            "within_6_months": np.nan,
+            "within_12_months": np.nan,
+        }
     return {k: m[k] for k in ("n", "mae_months", "bias_months", "within_6_months", "within_12_months")}
 
 
 def group_error_figure(summary: dict, title: str = "Mean absolute error by age band and sex") -> go.Figure:
     """Bars of MAE per age band and per sex, labelled with n."""
     g = group_rows(summary)
-    fig = go.Figure(go.Bar(
-        x=g["group"], y=g["mae_months"], text=[f"n={n}" for n in g["n"]], textposition="outside",
-        marker_color=["#2ca02c"] * len(AGE_BANDS_YEARS) + [_COLOURS["F"], _COLOURS["M"]],
-        hovertemplate="%{x}: MAE %{y:.1f} months, %{text}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Bar(
+            x=g["group"],
+            y=g["mae_months"],
+            text=[f"n={n}" for n in g["n"]],
+            textposition="outside",
+            marker_color=["#2ca02c"] * len(AGE_BANDS_YEARS) + [_COLOURS["F"], _COLOURS["M"]],
+            hovertemplate="%{x}: MAE %{y:.1f} months, %{text}<extra></extra>",
+        )
+    )
     fig.update_layout(title=title, yaxis_title="MAE (months)", height=380)
     return fig

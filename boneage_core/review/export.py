@@ -57,24 +57,30 @@ def _iso(value) -> str:
 def case_rows(cases: Sequence[Case]) -> list[dict]:
     rows = []
     for c in cases:
-        err = (c.predicted_months - c.reference_months) if c.predicted_months is not None and c.reference_months is not None else None
-        rows.append({
-            "pseudonym": c.pseudonym,
-            "film_sha256": c.sha256,
-            "sex": c.sex or "",
-            "mask_decision": c.mask_decision or "",
-            "mask_reader": c.mask_reader or "",
-            "predicted_months": "" if c.predicted_months is None else round(c.predicted_months, 2),
-            "reference_months": "" if c.reference_months is None else round(c.reference_months, 2),
-            "error_months": "" if err is None else round(err, 2),
-            "reading_action": c.reading_action or "",
-            "reader": c.reader or "",
-            "model_version": c.model_version or "",
-            "weights_sha256": c.weights_sha256 or "",
-            "preprocess": c.preprocess or "",
-            "film_recorded_at_utc": _iso(c.film_created_at),
-            "read_at_utc": _iso(c.read_at),
-        })
+        err = (
+            (c.predicted_months - c.reference_months)
+            if c.predicted_months is not None and c.reference_months is not None
+            else None
+        )
+        rows.append(
+            {
+                "pseudonym": c.pseudonym,
+                "film_sha256": c.sha256,
+                "sex": c.sex or "",
+                "mask_decision": c.mask_decision or "",
+                "mask_reader": c.mask_reader or "",
+                "predicted_months": "" if c.predicted_months is None else round(c.predicted_months, 2),
+                "reference_months": "" if c.reference_months is None else round(c.reference_months, 2),
+                "error_months": "" if err is None else round(err, 2),
+                "reading_action": c.reading_action or "",
+                "reader": c.reader or "",
+                "model_version": c.model_version or "",
+                "weights_sha256": c.weights_sha256 or "",
+                "preprocess": c.preprocess or "",
+                "film_recorded_at_utc": _iso(c.film_created_at),
+                "read_at_utc": _iso(c.read_at),
+            }
+        )
     return rows
 
 
@@ -89,7 +95,9 @@ def agreement_rows(cases: Sequence[Case]) -> list[dict]:
     groups: list[tuple[str, list[Case]]] = [("all", cases)]
     groups += [(f"sex {s}", [c for c in cases if c.sex == s]) for s in ("F", "M")]
     for lo, hi in AGE_BANDS_YEARS:
-        groups.append((f"age {band_label(lo, hi)}", [c for c in cases if lo * 12 <= c.reference_months < hi * 12]))
+        groups.append(
+            (f"age {band_label(lo, hi)}", [c for c in cases if lo * 12 <= c.reference_months < hi * 12])
+        )
     for reader in sorted({c.reader for c in cases if c.reader}):
         groups.append((f"reader {reader}", [c for c in cases if c.reader == reader]))
     rows = []

@@ -85,21 +85,56 @@ class LogQueries:
         out: list[dict] = []
         with Session(self.engine) as s:
             for r in s.scalars(select(SegmentationRow).where(SegmentationRow.film_id == film_id)):
-                out.append({"at": r.created_at, "kind": "segmentation", "id": r.id, "segmenter": r.segmenter,
-                            "score": r.score})
+                out.append(
+                    {
+                        "at": r.created_at,
+                        "kind": "segmentation",
+                        "id": r.id,
+                        "segmenter": r.segmenter,
+                        "score": r.score,
+                    }
+                )
                 for d in s.scalars(select(MaskDecisionRow).where(MaskDecisionRow.segmentation_id == r.id)):
-                    out.append({"at": d.created_at, "kind": "mask " + d.decision, "id": d.id, "reader": d.reader,
-                                "note": d.note})
+                    out.append(
+                        {
+                            "at": d.created_at,
+                            "kind": "mask " + d.decision,
+                            "id": d.id,
+                            "reader": d.reader,
+                            "note": d.note,
+                        }
+                    )
             for p in s.scalars(select(PredictionRow).where(PredictionRow.film_id == film_id)):
-                out.append({"at": p.created_at, "kind": "prediction", "id": p.id, "months": p.months,
-                            "model_version": p.model_version, "loa_halfwidth_months": p.loa_halfwidth_months})
+                out.append(
+                    {
+                        "at": p.created_at,
+                        "kind": "prediction",
+                        "id": p.id,
+                        "months": p.months,
+                        "model_version": p.model_version,
+                        "loa_halfwidth_months": p.loa_halfwidth_months,
+                    }
+                )
             for r in s.scalars(select(ReadingRow).where(ReadingRow.film_id == film_id)):
-                out.append({"at": r.created_at, "kind": "reading " + r.action, "id": r.id, "reader": r.reader,
-                            "months": r.months, "reason": r.reason})
+                out.append(
+                    {
+                        "at": r.created_at,
+                        "kind": "reading " + r.action,
+                        "id": r.id,
+                        "reader": r.reader,
+                        "months": r.months,
+                        "reason": r.reason,
+                    }
+                )
         return sorted(out, key=lambda e: (e["at"], e["id"]))
 
-    def cases(self, start: dt.datetime | None = None, end: dt.datetime | None = None,
-              readers: Iterable[str] | None = None, read_only: bool = False) -> list[Case]:
+    def cases(
+        self,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        readers: Iterable[str] | None = None,
+        read_only: bool = False,
+    ) -> list[Case]:
         """One :class:`Case` per film with the latest segmentation, decision, prediction and reading.
 
         ``start``/``end`` (UTC, naive) and ``readers`` filter on the latest reading; with any of them, or
@@ -121,18 +156,29 @@ class LogQueries:
                         continue
                     if readers and rd.reader not in readers:
                         continue
-                out.append(Case(
-                    film_id=f.id, sha256=f.sha256, pseudonym=f.pseudonym, sex=f.sex,
-                    chronological_age_months=f.chronological_age_months,
-                    segmentation_id=sg.id if sg else None,
-                    mask_decision=dc.decision if dc else None, mask_reader=dc.reader if dc else None,
-                    prediction_id=pr.id if pr else None, predicted_months=pr.months if pr else None,
-                    model_version=pr.model_version if pr else None,
-                    weights_sha256=pr.weights_sha256 if pr else None, preprocess=pr.preprocess if pr else None,
-                    reading_action=rd.action if rd else None, reference_months=rd.months if rd else None,
-                    reader=rd.reader if rd else None, reason=rd.reason if rd else None,
-                    film_created_at=f.created_at, read_at=rd.created_at if rd else None,
-                ))
+                out.append(
+                    Case(
+                        film_id=f.id,
+                        sha256=f.sha256,
+                        pseudonym=f.pseudonym,
+                        sex=f.sex,
+                        chronological_age_months=f.chronological_age_months,
+                        segmentation_id=sg.id if sg else None,
+                        mask_decision=dc.decision if dc else None,
+                        mask_reader=dc.reader if dc else None,
+                        prediction_id=pr.id if pr else None,
+                        predicted_months=pr.months if pr else None,
+                        model_version=pr.model_version if pr else None,
+                        weights_sha256=pr.weights_sha256 if pr else None,
+                        preprocess=pr.preprocess if pr else None,
+                        reading_action=rd.action if rd else None,
+                        reference_months=rd.months if rd else None,
+                        reader=rd.reader if rd else None,
+                        reason=rd.reason if rd else None,
+                        film_created_at=f.created_at,
+                        read_at=rd.created_at if rd else None,
+                    )
+                )
             return out
 
     def readers(self) -> list[str]:

@@ -62,8 +62,14 @@ class ReadingService:
     """Reads films into the log. ``segmenter`` holds one film's SAM embedding: give each user session
     its own (they are cheap over a shared SAM model), so that a click costs a decode, not an encode."""
 
-    def __init__(self, log: ReviewLog, predictor: BoneAgePredictor, segmenter: HandSegmenter | None = None,
-                 sam_sha256: str | None = None, store: FilmStore | None = None):
+    def __init__(
+        self,
+        log: ReviewLog,
+        predictor: BoneAgePredictor,
+        segmenter: HandSegmenter | None = None,
+        sam_sha256: str | None = None,
+        store: FilmStore | None = None,
+    ):
         self.log = log
         self.predictor = predictor
         self.segmenter = segmenter
@@ -71,8 +77,13 @@ class ReadingService:
         self.store = store if store is not None else FilmStore(log.path.parent / "films")
         self._encoded: str | None = None  # sha256 of the film whose embedding the segmenter holds
 
-    def analyse(self, data: bytes, name: str | None = None, sex: str | None = None,
-                chronological_age_months: float | None = None) -> FilmAnalysis:
+    def analyse(
+        self,
+        data: bytes,
+        name: str | None = None,
+        sex: str | None = None,
+        chronological_age_months: float | None = None,
+    ) -> FilmAnalysis:
         """Read, segment, estimate and log one film (see the module docstring)."""
         film = read_film(data, name=name)
         known = self.log.find_film(film.sha256)
@@ -87,11 +98,21 @@ class ReadingService:
         pred = self.predictor.predict_film(film, sex, segmentation=seg)
         self.store.put(film.sha256, film.pixels)  # before the log rows: a logged film always has its pixels
         film_id, _, _ = self.log.record_analysis(
-            film, seg, pred, sam_sha256=self.sam_sha256 if seg.segmenter != "classical" else None,
+            film,
+            seg,
+            pred,
+            sam_sha256=self.sam_sha256 if seg.segmenter != "classical" else None,
             chronological_age_months=chronological_age_months,
         )
-        return FilmAnalysis(film=film, film_id=film_id, seen_before=False, case=self.log.latest(film_id),
-                            mask=seg.mask, segmentation=seg, prediction=pred)
+        return FilmAnalysis(
+            film=film,
+            film_id=film_id,
+            seen_before=False,
+            case=self.log.latest(film_id),
+            mask=seg.mask,
+            segmentation=seg,
+            prediction=pred,
+        )
 
     def segment(self, pixels: np.ndarray, sha256: str | None = None) -> Segmentation:
         if self.segmenter is None:
@@ -119,7 +140,8 @@ class ReadingService:
         if source and Path(source).is_file():
             return read_film(Path(source)).pixels
         raise UnreadableFilmError(
-            f"The pixels of film {film_id} are not available (upload it again to review its mask).")
+            f"The pixels of film {film_id} are not available (upload it again to review its mask)."
+        )
 
     def refine(self, film_id: int, points: np.ndarray, labels: np.ndarray) -> Refinement:
         """Re-run SAM on a film with the reader's points (Nx2 XY film pixels; labels 1 include, 0 exclude)

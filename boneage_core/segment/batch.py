@@ -8,7 +8,13 @@ Per film ``<id>`` (the file name without its extension) it writes
 and appends one row to ``manifest.csv`` (see :data:`boneage_core.segment.manifest.MANIFEST_FIELDS`). A
 film already marked ``ok`` or ``flagged`` in the manifest, whose files exist, is not redone, so the batch
 can be stopped and resumed. A film that cannot be read or segmented gets an ``error`` row and the batch
-goes on.
+goes on; so does every entry that is not a film file (a folder, a named pipe, a looping link).
+
+File names may hold patient identifiers (``4829173_Smith_John.dcm``). Unless the names are kept (``keep_names``,
+or a labels table, whose ids name the files), the id of a film is the keyed pseudonym of its name
+(:func:`boneage_core.films.folder.name_key`), its outputs are named by that id, the manifest's ``source``
+is a lossless copy of the decoded pixels in ``films/<id>.png`` (no header, so no identifiers), and the
+original name appears nowhere in the output folder.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import BoneAgeError
-from ..films.folder import film_id, list_films
+from ..films.folder import film_id, list_films, name_key
 from ..films.labels import read_labels
 from ..films.read import read_film
 from .classical import classical_segment
@@ -86,11 +92,14 @@ def preprocess_folder(
     segmenter: str = "auto",
     limit: int | None = None,
     progress: Callable[[Iterable], Iterator] | None = None,
+    keep_names: bool = False,
 ) -> dict[str, int]:
     """Segment and crop every film of ``images`` into ``out``. Returns counts by status.
 
-    ``progress`` wraps the film iterator (e.g. ``tqdm``); ``limit`` stops after that many films.
+    ``progress`` wraps the film iterator (e.g. ``tqdm``); ``limit`` stops after that many films;
+    ``keep_names`` names the outputs after the files (always so with ``labels``).
     """
+    keep_names = keep_names or labels is not None
     out.mkdir(parents=True, exist_ok=True)
     (out / "crops").mkdir(exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
@@ -102,23 +111,29 @@ def preprocess_folder(
         for i, r in read_manifest(manifest).items()
         if r["status"] in DONE and (out / r["crop_path"]).exists() and (out / r["mask_path"]).exists()
     }
-    todo = [p for p in films if film_id(p) not in done]
+    ident = film_id if keep_names else name_key
+    if not keep_names:
+        (out / "films").mkdir(exist_ok=True)
+    todo = [p for p in films if ident(p) not in done]
     counts = {"skipped": len(films) - len(todo), "ok": 0, "flagged": 0, "error": 0}
     seg_fn = Segmenters(segmenter) if todo else None
     with ManifestWriter(manifest) as writer:
         for path in progress(todo) if progress else todo:
-            fid = film_id(path)
+            fid = ident(path)
             t0 = time.perf_counter()
             row = {
                 "id": fid,
-                "source": str(path),
+                "source": os.fsencode(path).decode("utf-8", "backslashreplace") if keep_names else "",
                 "preprocess_version": PREPROCESS_VERSION,
                 "package_version": __version__,
             }
             if fid in label_rows:
                 row["boneage"] = label_rows[fid].get("boneage", "")
             try:
-                film = read_film(path)
+                film = read_film(path, name=fid)
+                if not keep_names:
+                    row["source"] = str((out / "films" / f"{fid}.png").resolve())
+                    save_png(Path(row["source"]), film.pixels)
                 assert seg_fn is not None
                 seg = seg_fn(film.pixels)
                 crop_rel, mask_rel = f"crops/{fid}.png", f"masks/{fid}.png"
@@ -132,8 +147,12 @@ def preprocess_folder(
                 )
                 if not row.get("sex") and fid in label_rows and "male" in label_rows[fid]:
                     row["sex"] = "M" if label_rows[fid]["male"].strip().lower() == "true" else "F"
-            except (BoneAgeError, ValueError, OSError) as exc:
+            except OSError as exc:  # its message would name the path
+                row.update(status="error", error=f"{type(exc).__name__}: {exc.strerror or 'cannot read'}")
+            except BoneAgeError as exc:
                 row.update(status="error", error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a film that breaks the segmenter must not end the batch
+                row.update(status="error", error=f"{type(exc).__name__}: could not segment this film")
             row["seconds"] = f"{time.perf_counter() - t0:.3f}"
             writer.write(row)
             counts[row["status"]] += 1

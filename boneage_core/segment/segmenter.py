@@ -184,10 +184,13 @@ class HandSegmenter:
         h, w = self._small.shape
         lh, lw = round(h * 256 / 1024), round(w * 256 / 1024)
         tiny = cv2.resize(self._small, (lw, lh), interpolation=cv2.INTER_AREA)
-        scores = [hand_score(float(i), shape_figures(clean_mask(lg[:lh, :lw] > 0, close_px=1), tiny))
-                  for i, lg in zip(ious, logits, strict=True)]
+        scores = [
+            hand_score(float(i), shape_figures(clean_mask(lg[:lh, :lw] > 0, close_px=1), tiny))
+            for i, lg in zip(ious, logits, strict=True)
+        ]
         k = int(np.argmax(scores))
         sc, mask = self._score(masks[k], float(ious[k]))
         self._last_logits = logits[k]
-        return finish(mask, self._small, self._film, float(ious[k]), sc, self.segmenter, coords, labels,
-                       self._scale, t0)
+        return finish(
+            mask, self._small, self._film, float(ious[k]), sc, self.segmenter, coords, labels, self._scale, t0
+        )

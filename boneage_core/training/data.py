@@ -50,20 +50,29 @@ def dataset_ids(cfg: TrainConfig, verbose: bool = False) -> tuple[list[str], lis
     train_ids, val_ids, labels = split_ids(cfg)
     if cfg.data.manifest:
         if not Path(cfg.data.manifest).is_file():
-            raise FileNotFoundError(f"data.manifest {cfg.data.manifest} does not exist: run `boneage preprocess` first")
+            raise FileNotFoundError(
+                f"data.manifest {cfg.data.manifest} does not exist: run `boneage preprocess` first"
+            )
         db = Path(cfg.data.review_db) if cfg.data.review_db else None
         usable = set(usable_ids(Path(cfg.data.manifest), db))
         before = len(train_ids) + len(val_ids)
         train_ids = [i for i in train_ids if i in usable]
         val_ids = [i for i in val_ids if i in usable]
         if verbose:
-            print(f"manifest {cfg.data.manifest}: {before - len(train_ids) - len(val_ids)} films without a usable "
-                  "mask left out")
+            print(
+                f"manifest {cfg.data.manifest}: {before - len(train_ids) - len(val_ids)} films without a usable "
+                "mask left out"
+            )
     return train_ids, val_ids, labels
 
 
-def load_film_set(images: Path, labels: dict[str, tuple[float, float]], ids: list[str],
-                  pre: PreprocessConfig, skip_missing: bool = False) -> FilmSet:
+def load_film_set(
+    images: Path,
+    labels: dict[str, tuple[float, float]],
+    ids: list[str],
+    pre: PreprocessConfig,
+    skip_missing: bool = False,
+) -> FilmSet:
     paths = {film_id(p): p for p in list_films(images, ids)}
     missing = [i for i in ids if i not in paths]
     if missing and not skip_missing:

@@ -63,9 +63,17 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 @torch.no_grad()
-def predict_tensor(net: torch.nn.Module, images: torch.Tensor, male: torch.Tensor, pre: PreprocessConfig,
-                   *, tta: bool = True, batch_size: int = 64, channels_last: bool = True,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+def predict_tensor(
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    male: torch.Tensor,
+    pre: PreprocessConfig,
+    *,
+    tta: bool = True,
+    batch_size: int = 64,
+    channels_last: bool = True,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Months for canonical films ``(N, s, s) uint8``; ``tta`` averages with the mirrored film."""
     net.eval()
     out = []
@@ -94,7 +102,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     train_ids, val_ids, labels = dataset_ids(cfg, verbose=d.main)
     t0 = time.perf_counter()
     train_set = load_film_set(Path(cfg.data.images), labels, train_ids, cfg.preprocess, cfg.data.skip_missing)
-    val_set = load_film_set(Path(cfg.data.images), labels, val_ids, cfg.preprocess, cfg.data.skip_missing) if d.main else None
+    val_set = (
+        load_film_set(Path(cfg.data.images), labels, val_ids, cfg.preprocess, cfg.data.skip_missing)
+        if d.main
+        else None
+    )
     load_s = time.perf_counter() - t0
 
     net = BoneAgeNet(cfg.arch, pretrained=cfg.init is None)
@@ -116,13 +128,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     ema = ModelEmaV3(net, decay=cfg.optim.ema_decay, use_warmup=True)
     model = net
     if d.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[d.device.index] if d.device.type == "cuda" else None
+        )
     decay, no_decay = [], []
     for p in net.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": cfg.optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=cfg.optim.lr,
     )
     augment = TrainAugment(cfg.augment, cfg.preprocess)
@@ -151,7 +168,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False))
+        (out / "config.yaml").write_text(
+            yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)
+        )
     log = RunLog(out, enabled=d.main)
     steps_this_run = 0
     t_train = time.perf_counter()
@@ -159,13 +178,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         epoch, in_epoch = divmod(step, steps_per_epoch)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(train_set.ids), generator=g)
-        bar = progress_bar(range(in_epoch, steps_per_epoch), enabled=progress and d.main,
-                        desc=f"epoch {epoch + 1}/{cfg.optim.epochs}")
+        bar = progress_bar(
+            range(in_epoch, steps_per_epoch),
+            enabled=progress and d.main,
+            desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+        )
         net.train()
         for module in frozen:
             module.eval()
         for b in bar:
-            idx = order[(b * d.world + d.rank) * cfg.optim.batch_size:][: cfg.optim.batch_size]
+            idx = order[(b * d.world + d.rank) * cfg.optim.batch_size :][: cfg.optim.batch_size]
             x = batch_to_model_input(train_set.images[idx], cfg.preprocess)
             x = augment(x).to(d.device)
             if cfg.channels_last:
@@ -232,10 +254,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 def _validate(net: torch.nn.Module, val: FilmSet, cfg: TrainConfig, d: Dist) -> dict:
     t = time.perf_counter()
     with autocast(d, False):
-        plain = predict_tensor(net, val.images, val.male, cfg.preprocess, tta=False,
-                               channels_last=cfg.channels_last, device=d.device)
-        flip = predict_tensor(net, torch.flip(val.images, dims=[2]), val.male, cfg.preprocess, tta=False,
-                              channels_last=cfg.channels_last, device=d.device)
+        plain = predict_tensor(
+            net,
+            val.images,
+            val.male,
+            cfg.preprocess,
+            tta=False,
+            channels_last=cfg.channels_last,
+            device=d.device,
+        )
+        flip = predict_tensor(
+            net,
+            torch.flip(val.images, dims=[2]),
+            val.male,
+            cfg.preprocess,
+            tta=False,
+            channels_last=cfg.channels_last,
+            device=d.device,
+        )
     tta = 0.5 * (plain + flip)
     return {
         "val_mae": float((tta - val.age).abs().mean()),

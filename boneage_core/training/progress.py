@@ -59,7 +59,9 @@ class RunLog:
         self.running = float(np.mean(self._acc))
         if not self.enabled or step % 20:
             return
-        self.w.writerow({"time": round(time.time()), "step": step, "epoch": epoch, "lr": lr, "train_mae": self.running})
+        self.w.writerow(
+            {"time": round(time.time()), "step": step, "epoch": epoch, "lr": lr, "train_mae": self.running}
+        )
         self.f.flush()
         if self.tb:
             self.tb.add_scalar("train/mae_months", self.running, step)
@@ -68,8 +70,14 @@ class RunLog:
     def epoch(self, val: dict) -> None:
         if not self.enabled:
             return
-        self.w.writerow({"time": round(time.time()), "step": val["step"], "epoch": val["epoch"],
-                         **{k: val[k] for k in ("val_mae", "val_mae_no_tta", "val_bias")}})
+        self.w.writerow(
+            {
+                "time": round(time.time()),
+                "step": val["step"],
+                "epoch": val["epoch"],
+                **{k: val[k] for k in ("val_mae", "val_mae_no_tta", "val_bias")},
+            }
+        )
         self.f.flush()
         if self.tb:
             for k in ("val_mae", "val_mae_no_tta", "val_bias"):

@@ -17,7 +17,14 @@ from .config import TrainConfig
 from .data import FilmSet
 
 #: Settings that may differ between a run and its resumption.
-_RESUMABLE = {"preprocess.tta", "optim.max_steps", "optim.checkpoint_every", "data.images", "data.labels", "data.val_ids"}
+_RESUMABLE = {
+    "preprocess.tta",
+    "optim.max_steps",
+    "optim.checkpoint_every",
+    "data.images",
+    "data.labels",
+    "data.val_ids",
+}
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
