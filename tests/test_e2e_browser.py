@@ -207,9 +207,9 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     _wait(d, "//h3[contains(., 'Create the first admin account')]", 180)
     _idle(d, 180)
     assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')  # nothing before sign-in
-    d.find_element(By.CSS_SELECTOR, 'input[aria-label="Name"]').send_keys("dr_e2e")
-    d.find_element(By.CSS_SELECTOR, 'input[aria-label^="Password (at least"]').send_keys(PASSWORD)
-    d.find_element(By.CSS_SELECTOR, 'input[aria-label="Password again"]').send_keys(PASSWORD)
+    _wait(d, "//input[@aria-label='Name']").send_keys("dr_e2e")
+    _wait(d, "//input[starts-with(@aria-label, 'Password (at least')]").send_keys(PASSWORD)
+    _wait(d, "//input[@aria-label='Password again']").send_keys(PASSWORD)
     _shot(d, "00-first-admin")
     _button(d, "Create the admin account").click()
     _wait(d, "//*[contains(text(), 'Admin account dr_e2e created')]")
@@ -217,7 +217,7 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
 
     def sign_in(password: str) -> None:
         for label, value in (("Name", "dr_e2e"), ("Password", password)):
-            box = d.find_element(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
+            box = _wait(d, f"//input[@aria-label='{label}']")
             box.send_keys(Keys.CONTROL, "a")
             box.send_keys(Keys.DELETE, value)
         _button(d, "Sign in").click()
