@@ -6,11 +6,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SAM    := weights/mobile_sam.pt
 PORT   ?= 8501
+# The address the app listens on: this machine only. `make run APP_ADDRESS=0.0.0.0` opens it to the network
+# (then put it behind HTTPS, and create the first admin before: `boneage users add NAME --role admin`).
+APP_ADDRESS ?= 127.0.0.1
 
 .PHONY: run test setup weights lint benchmark contact-sheet train evaluate-val clean
 
 run: setup
-	$(PY) -m streamlit run app/main.py --server.port $(PORT)
+	$(PY) -m streamlit run app/main.py --server.address $(APP_ADDRESS) --server.port $(PORT)
 
 test: setup
 	$(PY) -m ruff check .

@@ -1,5 +1,6 @@
-"""What every page shares: models and the review log loaded once per process, the reading service
-and its SAM embedding once per user session, the reader's name, and the pages themselves (for links).
+"""What every page shares: models, the review log and its accounts loaded once per process, the reading
+service and its SAM embedding once per user session, the signed-in account and the session's upload
+budget, and the pages themselves (for links).
 
 UI plumbing only: what is computed lives in ``boneage_core``.
 """
@@ -11,6 +12,8 @@ from typing import Any
 import streamlit as st
 
 from boneage_core.model.predictor import BoneAgePredictor
+from boneage_core.review.accounts import Account, Accounts
+from boneage_core.review.intake import UploadBudget
 from boneage_core.review.log import ReviewLog
 from boneage_core.review.reading import ReadingService
 from boneage_core.segment.segmenter import HandSegmenter
@@ -23,6 +26,12 @@ PAGES: dict[str, Any] = {}
 @st.cache_resource(show_spinner="Opening the review log...")
 def _review_log(path: str) -> ReviewLog:
     return ReviewLog(path)
+
+
+@st.cache_resource(show_spinner=False)
+def _accounts(path: str) -> Accounts:
+    """One per process, so that its sign-in throttle sees every session's attempts."""
+    return Accounts(_review_log(path))
 
 
 @st.cache_resource(show_spinner="Loading the bone-age model...")
@@ -60,9 +69,54 @@ def service() -> ReadingService:
     return svc
 
 
+def accounts() -> Accounts:
+    return _accounts(str(get_settings().review_db))
+
+
+def sign_in(name: str) -> None:
+    """Start this browser session as the account ``name`` (already authenticated)."""
+    st.session_state.clear()  # nothing of a previous session's films or forms carries over
+    st.session_state["account_name"] = name
+
+
+def sign_out() -> None:
+    st.session_state.clear()
+
+
+def account() -> Account | None:
+    """The signed-in account, looked up again on every run: a disabled account is signed out at once."""
+    name = st.session_state.get("account_name")
+    if not name:
+        return None
+    acc = accounts().get(name)
+    if acc is None or not acc.active:
+        sign_out()
+        return None
+    return acc
+
+
 def reader() -> str:
-    """The reader's name from the sidebar ('' when not given)."""
-    return (st.session_state.get("reader_name") or "").strip()
+    """The signed-in account's name, under which decisions and readings are logged ('' when none)."""
+    acc = account()
+    return acc.name if acc else ""
+
+
+def require_admin() -> None:
+    """Stop the page unless an admin is signed in."""
+    acc = account()
+    if acc is None or not acc.is_admin:
+        st.error("This page is for admins only.")
+        st.stop()
+
+
+def upload_budget() -> UploadBudget:
+    """This browser session's upload limits (``BONEAGE_MAX_SESSION_FILES``, ``BONEAGE_MAX_SESSION_BYTES``)."""
+    budget = st.session_state.get("_upload_budget")
+    if budget is None:
+        s = get_settings()
+        budget = UploadBudget(max_files=s.max_session_files, max_bytes=s.max_session_bytes)
+        st.session_state["_upload_budget"] = budget
+    return budget
 
 
 def open_case(film_id: int, page: str) -> None:

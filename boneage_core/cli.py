@@ -384,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .training import gate
 
     gate.add_parser(sub)
+
+    from .review.commands import add_commands
+
+    add_commands(sub)  # `boneage users ...` (reader accounts) and `boneage log verify`
     return parser
 
 

@@ -63,6 +63,10 @@ class Settings:
     decode_memory: int = 2 * 1024**3
     #: Wall-clock limit for decoding one file, in seconds.
     decode_timeout_s: float = 30.0
+    #: Distinct films one browser session of the app may read (uploads and samples; the same bytes count once).
+    max_session_files: int = 200
+    #: Total bytes of the films one browser session of the app may read.
+    max_session_bytes: int = 2 * 1024**3
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -96,4 +100,6 @@ def get_settings() -> Settings:
         max_pixels=int(os.environ.get("BONEAGE_MAX_PIXELS", base.max_pixels)),
         decode_memory=int(os.environ.get("BONEAGE_DECODE_MEMORY", base.decode_memory)),
         decode_timeout_s=float(os.environ.get("BONEAGE_DECODE_TIMEOUT_S", base.decode_timeout_s)),
+        max_session_files=int(os.environ.get("BONEAGE_MAX_SESSION_FILES", base.max_session_files)),
+        max_session_bytes=int(os.environ.get("BONEAGE_MAX_SESSION_BYTES", base.max_session_bytes)),
     )

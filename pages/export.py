@@ -1,4 +1,7 @@
-"""Export: agreement statistics and per-case rows as CSV. Pseudonymous keys only, never names or IDs."""
+"""Export: agreement statistics and per-case rows as CSV. Pseudonymous keys only, never names or IDs.
+
+For admins only: readers do not get this page in the navigation, and it stops for them if reached.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ import streamlit as st
 
 from boneage_core.review import export
 
+resources.require_admin()
 st.title("Export")
 review = resources.review_log()
-st.caption("Cases are known by a salted pseudonymous key and the sha256 of the film's bytes. No names, patient "
-           "IDs, dates of birth or free-text reasons leave the log. Every row names the model version, weights "
-           "hash and preprocessing behind its estimate.")
+st.caption(
+    "Cases are known by a salted pseudonymous key and the sha256 of the film's bytes. No names, patient "
+    "IDs, dates of birth or free-text reasons leave the log. Every row names the model version, weights "
+    "hash and preprocessing behind its estimate."
+)
 
 c1, c2, c3 = st.columns(3)
 readers = c1.multiselect("Readers", review.readers(), key="export_readers")
@@ -28,11 +34,27 @@ stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M")
 st.subheader("Agreement statistics")
 agreement = export.agreement_csv(cases)
 st.dataframe(pd.DataFrame(export.agreement_rows(cases)).replace("", None), hide_index=True, width="stretch")
-st.download_button("Download agreement CSV", agreement, file_name=f"boneage-agreement-{stamp}.csv",
-                   mime="text/csv", key="dl_agreement", icon=":material/download:")
+st.download_button(
+    "Download agreement CSV",
+    agreement,
+    file_name=f"boneage-agreement-{stamp}.csv",
+    mime="text/csv",
+    key="dl_agreement",
+    icon=":material/download:",
+)
 
 st.subheader(f"Cases ({len(cases)})")
-st.dataframe(pd.DataFrame(export.case_rows(cases), columns=export.CASE_FIELDS).replace("", None),
-             hide_index=True, width="stretch")
-st.download_button("Download per-case CSV", export.cases_csv(cases), file_name=f"boneage-cases-{stamp}.csv",
-                   mime="text/csv", key="dl_cases", type="primary", icon=":material/download:")
+st.dataframe(
+    pd.DataFrame(export.case_rows(cases), columns=export.CASE_FIELDS).replace("", None),
+    hide_index=True,
+    width="stretch",
+)
+st.download_button(
+    "Download per-case CSV",
+    export.cases_csv(cases),
+    file_name=f"boneage-cases-{stamp}.csv",
+    mime="text/csv",
+    key="dl_cases",
+    type="primary",
+    icon=":material/download:",
+)

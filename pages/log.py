@@ -52,23 +52,33 @@ with right:
     b.metric("Reader", "—" if case.reference_months is None else f"{case.reference_months:.1f} months")
     c.metric("Mask", case.mask_decision or "undecided")
     st.caption(f"Model {case.model_version} · weights {str(case.weights_sha256)[:12]}… · {case.preprocess}")
-    reader = resources.reader()
+    reader = resources.reader()  # the signed-in account: the reading is logged under it
     with st.form("reading"):
-        action = st.radio("Your reading", ["Confirm the estimate", "Enter my bone age"], key="reading_action",
-                          horizontal=True)
-        age_text = st.text_input("Bone age (months, or years and months: 130, 10y 10m, 10;10)", key="reading_age")
+        action = st.radio(
+            "Your reading",
+            ["Confirm the estimate", "Enter my bone age"],
+            key="reading_action",
+            horizontal=True,
+        )
+        age_text = st.text_input(
+            "Bone age (months, or years and months: 130, 10y 10m, 10;10)", key="reading_age"
+        )
         reason = st.text_area("Reason (required when you correct; no patient names)", key="reading_reason")
         submitted = st.form_submit_button("Save reading", type="primary")
     if submitted:
         if not reader:
-            st.error("Enter your name in the sidebar first: every reading is logged under its reader.")
+            st.error("Sign in first: every reading is logged under its reader's account.")
         else:
             try:
                 months = None if action == "Confirm the estimate" else parse_age(age_text)
                 review.add_reading(film_id, case.prediction_id, reader, months, reason)
                 st.session_state["log_saved"] = (
                     f"Saved: case {film_id} "
-                    + ("confirmed" if months is None else f"read at {months:.1f} months ({format_years_months(months)})")
+                    + (
+                        "confirmed"
+                        if months is None
+                        else f"read at {months:.1f} months ({format_years_months(months)})"
+                    )
                     + f" by {reader}."
                 )
                 st.rerun()
@@ -76,6 +86,9 @@ with right:
                 st.error(str(exc))
 
 st.subheader("History")
-st.caption("The log is append-only: a new reading or decision is a new row; nothing is overwritten.")
+st.caption(
+    "The log is append-only: a new reading or decision is a new row; nothing is overwritten "
+    "(`boneage log verify` checks it)."
+)
 history = pd.DataFrame(review.history(film_id))
 st.dataframe(history, hide_index=True, width="stretch")

@@ -1,8 +1,15 @@
-"""Masks: the manual filtering step. Accept or reject each hand mask; click the film to re-prompt SAM."""
+"""Masks: the manual filtering step. Accept or reject each hand mask; click the film to re-prompt SAM.
+
+Manifests are imported from the ``manifest.csv`` files under the data folder, or uploaded (then only the
+rows whose masks and films lie under the data folder are taken); never from a path typed here.
+"""
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import resources
@@ -10,22 +17,69 @@ import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from boneage_core.errors import BoneAgeError
+from boneage_core.review.intake import MANIFEST_MAX_BYTES, find_manifests
 from boneage_core.review.visual import display_copy, mask_overlay, points_overlay
+from boneage_core.settings import get_settings
 
 DISPLAY_SIDE = 720
+log = logging.getLogger("boneage.app")
 
 st.title("Hand masks")
 svc = resources.service()
 review = svc.log
 
+
+def import_manifest(label: str, run) -> None:
+    """Run an import and say what it did, as a plain message whatever goes wrong (never a traceback)."""
+    try:
+        new, skipped = run()
+    except BoneAgeError as exc:
+        st.error(f"{label} was not imported: {exc}")
+        return
+    except Exception as exc:  # a malformed file of any kind: say so, keep the details in the server log
+        log.exception("import of %s failed", label)
+        st.error(
+            f"{label} was not imported: it is not a readable `boneage preprocess` manifest ({type(exc).__name__})."
+        )
+        return
+    st.success(f"{new} new masks in the queue.")
+    if skipped:
+        st.warning(f"{skipped} rows were skipped: their masks or films are not under the data folder.")
+
+
 with st.expander("Import a `boneage preprocess` manifest into the queue"):
-    manifest = st.text_input("manifest.csv path", placeholder="out/fullres/manifest.csv", key="manifest_path")
-    if st.button("Import", disabled=not manifest):
-        try:
-            n = review.import_manifest(manifest)
-            st.success(f"{n} new masks in the queue.")
-        except (BoneAgeError, OSError) as exc:
-            st.error(str(exc))
+    data_dir = get_settings().data_dir
+    found = [str(p.relative_to(data_dir)) for p in find_manifests(data_dir)]
+    chosen = st.selectbox(
+        "Manifest under the data folder",
+        found,
+        index=None,
+        key="manifest_choice",
+        placeholder="choose a manifest" if found else "none found",
+        help=f"The manifest.csv files under `{data_dir}`: write one there with `boneage preprocess --images DIR "
+        "--out <data folder>/NAME`, or import any other with `boneage masks import` on the server.",
+    )
+    if st.button("Import", disabled=chosen is None, key="manifest_import"):
+        import_manifest(chosen, lambda: review.import_manifest_within(data_dir / chosen))
+    upload = st.file_uploader(
+        "...or upload a manifest.csv (only its rows whose masks and films are under the data folder are taken; "
+        "relative mask paths start from the data folder)",
+        type=["csv"],
+        key="manifest_upload",
+    )
+    if st.button("Import the uploaded manifest", disabled=upload is None, key="manifest_import_upload"):
+        if upload.size > MANIFEST_MAX_BYTES:
+            st.error(f"{upload.name} is larger than {MANIFEST_MAX_BYTES // 1024**2} MB: not a manifest.")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "manifest.csv"
+                path.write_bytes(upload.getvalue())
+                import_manifest(
+                    upload.name,
+                    lambda: review.import_manifest_within(
+                        path, roots=[data_dir], origin=f"manifest:upload:{upload.name}", base=data_dir
+                    ),
+                )
 
 if done := st.session_state.pop("mask_done", None):
     st.success(done)
@@ -58,7 +112,7 @@ case = cases[film_id]
 seg = review.segmentation(case.segmentation_id)
 try:
     pixels = svc.pixels(film_id)
-except BoneAgeError as exc:
+except (BoneAgeError, OSError) as exc:
     st.error(str(exc))
     st.stop()
 
@@ -68,7 +122,9 @@ picture = points_overlay(mask_overlay(shown, mask_small > 0), seg["points"], seg
 
 left, right = st.columns([3, 2])
 with right:
-    mode = st.radio("A click on the film adds", ["include point", "exclude point"], horizontal=True, key="click_mode")
+    mode = st.radio(
+        "A click on the film adds", ["include point", "exclude point"], horizontal=True, key="click_mode"
+    )
     st.caption("Green dots: include; red crosses: exclude. Each click re-runs SAM's decoder on this film.")
 
 
@@ -77,9 +133,8 @@ def refine(points: np.ndarray, labels: np.ndarray) -> None:
         t0 = time.perf_counter()
         with st.spinner("Re-running SAM..."):
             res = svc.refine(film_id, points, labels)
-        st.session_state["refine_note"] = (
-            f"New mask in {time.perf_counter() - t0:.2f} s"
-            + (" (the film was encoded first)" if res.encoded else " (decode only)")
+        st.session_state["refine_note"] = f"New mask in {time.perf_counter() - t0:.2f} s" + (
+            " (the film was encoded first)" if res.encoded else " (decode only)"
         )
         st.rerun()
     except (BoneAgeError, ValueError, RuntimeError) as exc:
@@ -88,8 +143,10 @@ def refine(points: np.ndarray, labels: np.ndarray) -> None:
 
 with left:
     click = streamlit_image_coordinates(picture, key=f"click-{film_id}", width="stretch", cursor="crosshair")
-    st.caption(f"Case {film_id} · {seg['segmenter']} · mask score {seg['score']:.2f}"
-               + (" · flagged by the quality check" if seg["flagged"] else ""))
+    st.caption(
+        f"Case {film_id} · {seg['segmenter']} · mask score {seg['score']:.2f}"
+        + (" · flagged by the quality check" if seg["flagged"] else "")
+    )
 if click and click.get("unix_time") != st.session_state.get(f"last-click-{film_id}"):
     st.session_state[f"last-click-{film_id}"] = click.get("unix_time")
     fx = click["x"] / (click.get("width") or shown.shape[1]) * pixels.shape[1]
@@ -107,12 +164,12 @@ with right:
         y = c2.number_input("y", 0, pixels.shape[0] - 1, pixels.shape[0] // 2, key="point_y")
         kind = c3.selectbox("kind", ["include", "exclude"], key="point_kind")
         if st.form_submit_button("Add point and re-run SAM"):
-            refine(np.vstack([seg["points"], [[x, y]]]), np.append(seg["labels"], 1 if kind == "include" else 0))
+            refine(
+                np.vstack([seg["points"], [[x, y]]]), np.append(seg["labels"], 1 if kind == "include" else 0)
+            )
     st.divider()
     note = st.text_input("Note (optional)", key=f"mask_note-{seg['id']}")
-    reader = resources.reader()
-    if not reader:
-        st.warning("Enter your name in the sidebar to accept or reject masks.")
+    reader = resources.reader()  # the signed-in account: decisions are logged under it
     a, r = st.columns(2)
     decision = None
     if a.button("Accept mask", type="primary", disabled=not reader, key="accept", icon=":material/check:"):

@@ -1,8 +1,11 @@
-"""Read: upload films, see the hand mask, the bone-age estimate and its Grad-CAM heatmap."""
+"""Read: upload films, see the hand mask, the bone-age estimate and its Grad-CAM heatmap.
+
+Uploads go through the session's :class:`~boneage_core.review.intake.UploadBudget`: a file over the size
+limit or over the session's limits is refused with a message, and the same bytes twice are read once.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -13,6 +16,7 @@ import streamlit as st
 from boneage_core.clinical.ages import format_years_months, parse_age
 from boneage_core.errors import BoneAgeError, MissingSexError
 from boneage_core.review.visual import display_copy, heatmap_overlay, mask_overlay
+from boneage_core.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "assets" / "samples"
 log = logging.getLogger("boneage.app")
@@ -23,24 +27,48 @@ review = svc.log
 results: dict[str, int] = st.session_state.setdefault("read_results", {})  # sha256 -> film id
 
 uploads = st.file_uploader(
-    "Hand films (DICOM, PNG, JPEG; the type is read from the bytes)", accept_multiple_files=True, type=None,
+    "Hand films (DICOM, PNG, JPEG; the type is read from the bytes)",
+    accept_multiple_files=True,
+    type=None,
     key="uploads",
 )
-samples = st.multiselect("...or sample films (RSNA 2017 training films)", sorted(p.name for p in SAMPLES.glob("*.jpg")))
-items: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
-items += [(name, (SAMPLES / name).read_bytes()) for name in samples]
-if not items:
+samples = st.multiselect(
+    "...or sample films (RSNA 2017 training films)", sorted(p.name for p in SAMPLES.glob("*.jpg"))
+)
+entries = [(u.name, u.size, u.getvalue) for u in uploads or []]
+entries += [(name, (SAMPLES / name).stat().st_size, (SAMPLES / name).read_bytes) for name in samples]
+budget = resources.upload_budget()
+batch = budget.take(entries, max_file_bytes=get_settings().max_bytes)
+if not entries:
     st.info("Upload one or several hand films, or pick a sample film, to see the estimate.")
+for name, why in batch.refused:
+    st.error(f"**{name}** was not read: {why}.")
+for name, first in batch.duplicates:
+    st.info(f"**{name}** holds the same bytes as **{first}**: it is read and shown once.")
+if entries:
+    st.caption(
+        f"This session has read {len(budget.seen)} of at most {budget.max_files} films "
+        f"({budget.used_bytes / 1024**2:.0f} of {budget.max_bytes / 1024**2:.0f} MB)."
+    )
 
 
 def ask_sex(name: str, sha: str) -> tuple[str, float | None] | None:
     """Form for a film without sex in its header; returns (sex, chronological age) once submitted."""
-    st.warning(f"**{name}**: the film does not say the patient's sex; bone-age standards differ for girls and boys.")
+    st.warning(
+        f"**{name}**: the film does not say the patient's sex; bone-age standards differ for girls and boys."
+    )
     with st.form(f"sex-{sha}"):
-        sex = st.radio("Sex", ["F", "M"], index=None, horizontal=True, key=f"sex-{sha}",
-                       format_func=lambda s: {"F": "Girl (F)", "M": "Boy (M)"}[s])
-        age_text = st.text_input("Chronological age (optional: months, or years and months like 10y 6m)",
-                                 key=f"chron-{sha}")
+        sex = st.radio(
+            "Sex",
+            ["F", "M"],
+            index=None,
+            horizontal=True,
+            key=f"sex-{sha}",
+            format_func=lambda s: {"F": "Girl (F)", "M": "Boy (M)"}[s],
+        )
+        age_text = st.text_input(
+            "Chronological age (optional: months, or years and months like 10y 6m)", key=f"chron-{sha}"
+        )
         if not st.form_submit_button("Estimate bone age"):
             return None
     if sex is None:
@@ -58,8 +86,12 @@ def analyse(name: str, data: bytes, sha: str) -> None:
     try:
         t0 = time.perf_counter()
         with st.spinner(f"Reading {name}: segmenting the hand and estimating the bone age..."):
-            res = svc.analyse(data, name=name, sex=given[0] if given else None,
-                              chronological_age_months=given[1] if given else None)
+            res = svc.analyse(
+                data,
+                name=name,
+                sex=given[0] if given else None,
+                chronological_age_months=given[1] if given else None,
+            )
         results[sha] = res.film_id
         st.session_state[f"seconds-{sha}"] = None if res.seen_before else time.perf_counter() - t0
     except MissingSexError:
@@ -80,12 +112,18 @@ def show(name: str, sha: str, film_id: int) -> None:
     st.subheader(name)
     seconds = st.session_state.get(f"seconds-{sha}")
     if seconds is None:
-        st.info(f"Seen before: this film (same bytes) is case {film_id} in the log, first recorded "
-                f"{case.film_created_at:%Y-%m-%d %H:%M} UTC; its record is shown.")
+        st.info(
+            f"Seen before: this film (same bytes) is case {film_id} in the log, first recorded "
+            f"{case.film_created_at:%Y-%m-%d %H:%M} UTC; its record is shown."
+        )
     left, right = st.columns([3, 2])
     with right:
-        heat_on = st.toggle("Grad-CAM heatmap", key=f"heat-{sha}", help="Where the model looked (Grad-CAM++).")
-        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity-{sha}", disabled=not heat_on)
+        heat_on = st.toggle(
+            "Grad-CAM heatmap", key=f"heat-{sha}", help="Where the model looked (Grad-CAM++)."
+        )
+        opacity = st.slider(
+            "Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key=f"opacity-{sha}", disabled=not heat_on
+        )
         show_mask = st.toggle("Hand mask", value=True, key=f"mask-{sha}")
     shown, scale = display_copy(pixels, 1024)
     caption = "film"
@@ -102,8 +140,11 @@ def show(name: str, sha: str, film_id: int) -> None:
         image = shown
     if show_mask and case.segmentation_id:
         mask, _ = display_copy(review.mask(case.segmentation_id).astype("uint8"), 1024)
-        image = mask_overlay(image if image.ndim == 2 else image.mean(axis=2).astype("uint8"), mask > 0) \
-            if not heat_on else _outline(image, mask > 0)
+        image = (
+            mask_overlay(image if image.ndim == 2 else image.mean(axis=2).astype("uint8"), mask > 0)
+            if not heat_on
+            else _outline(image, mask > 0)
+        )
         caption += " with the hand mask"
     left.image(image, caption=caption, width="stretch")
     with right:
@@ -113,18 +154,30 @@ def show(name: str, sha: str, film_id: int) -> None:
         b.metric("Years and months", format_years_months(months))
         pred_half = _halfwidth(film_id)
         if pred_half:
-            st.caption(f"95 % of validation films were within ±{pred_half:.1f} months of RSNA's reading at this age.")
+            st.caption(
+                f"95 % of validation films were within ±{pred_half:.1f} months of RSNA's reading at this age."
+            )
         chron = case.chronological_age_months
         sex = {"M": "boy", "F": "girl"}.get(case.sex or "", "unknown")
-        st.write(f"**Sex:** {sex} · **Chronological age:** "
-                 + (f"{format_years_months(chron)} (bone age {months - chron:+.0f} months)" if chron else "not known"))
+        st.write(
+            f"**Sex:** {sex} · **Chronological age:** "
+            + (
+                f"{format_years_months(chron)} (bone age {months - chron:+.0f} months)"
+                if chron
+                else "not known"
+            )
+        )
         seg = review.segmentation(case.segmentation_id) if case.segmentation_id else None
         if case.mask_decision:
             st.write(f"**Mask:** {case.mask_decision} by {case.mask_reader}")
         elif seg is not None:
-            st.write("**Mask:** waiting for review" + (" (flagged by the quality check)" if seg["flagged"] else ""))
+            st.write(
+                "**Mask:** waiting for review" + (" (flagged by the quality check)" if seg["flagged"] else "")
+            )
         if case.reading_action:
-            st.write(f"**Reading:** {case.reading_action} at {case.reference_months:.1f} months by {case.reader}")
+            st.write(
+                f"**Reading:** {case.reading_action} at {case.reference_months:.1f} months by {case.reader}"
+            )
         if seconds:
             st.caption(f"Segmented and estimated in {seconds:.1f} s.")
         c1, c2 = st.columns(2)
@@ -132,8 +185,10 @@ def show(name: str, sha: str, film_id: int) -> None:
             resources.open_case(film_id, "masks")
         if c2.button("Confirm or correct", key=f"to-log-{sha}", icon=":material/edit_note:", type="primary"):
             resources.open_case(film_id, "log")
-    st.caption(f"Case {film_id} · pseudonymous key {case.pseudonym} · input sha256 {case.sha256[:16]}… · "
-               f"model {case.model_version} (weights {str(case.weights_sha256)[:12]}…) · {case.preprocess}")
+    st.caption(
+        f"Case {film_id} · pseudonymous key {case.pseudonym} · input sha256 {case.sha256[:16]}… · "
+        f"model {case.model_version} (weights {str(case.weights_sha256)[:12]}…) · {case.preprocess}"
+    )
     st.divider()
 
 
@@ -154,8 +209,7 @@ def _halfwidth(film_id: int) -> float | None:
     return None
 
 
-for name, data in items:
-    sha = hashlib.sha256(data).hexdigest()
+for name, data, sha in batch.accepted:
     if sha not in results:
         analyse(name, data, sha)
     if sha in results:

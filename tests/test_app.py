@@ -1,5 +1,6 @@
 """Every page of the review app, driven headless with Streamlit's AppTest on real films, the shipped
-model, real SAM and a real SQLite log in a temporary folder."""
+model, real SAM and a real SQLite log in a temporary folder; each session signs in with a real account
+of that log first."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from streamlit.testing.v1 import AppTest
 from boneage_core.films.read import read_film
 from boneage_core.films.store import FilmStore
 from boneage_core.model.predictor import Prediction
+from boneage_core.review.accounts import Accounts
 from boneage_core.review.log import ReviewLog
+from boneage_core.review.verify import verify_log
 from boneage_core.segment.classical import classical_segment
 from boneage_core.settings import get_settings
 
@@ -40,11 +43,35 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
 
 
-def start(page: str = "read", reader: str | None = "dr_test") -> AppTest:
+PASSWORD = "app-test-password-1"
+
+
+def account(name: str = "dr_test", role: str = "reader") -> None:
+    """An account in the app's review log (``BONEAGE_DATA_DIR``), created once."""
+    accounts = Accounts(ReviewLog(get_settings().review_db))
+    if accounts.get(name) is None:
+        accounts.add(name, PASSWORD, role=role, actor="test")
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def sign_in(at: AppTest, name: str, password: str = PASSWORD) -> AppTest:
+    at.text_input(key="login_name").set_value(name)
+    at.text_input(key="login_password").set_value(password)
+    return click(at, "Sign in")
+
+
+def start(page: str = "read", user: str = "dr_test", role: str = "reader") -> AppTest:
+    """A new browser session signed in as ``user`` (an account with ``role``, made if missing), on ``page``."""
+    account(user, role)
     at = AppTest.from_file(MAIN, default_timeout=300).run()
     assert not at.exception
-    if reader:
-        at.sidebar.text_input[0].set_value(reader).run()
+    sign_in(at, user)
+    assert f"Signed in as **{user}**" in at.sidebar.markdown[0].value
     if page != "read":
         at.switch_page(PAGE[page]).run()
     assert not at.exception, at.exception
@@ -97,7 +124,7 @@ def test_read_full_res_film_asks_sex_then_shows_estimate_mask_and_heatmap(data_d
     at.text_input(key=[t.key for t in at.text_input if t.key and t.key.startswith("chron-")][0]).set_value(
         "11y 3m"
     )
-    at.button[0].click().run()
+    at.main.button[0].click().run()
     assert not at.exception and not at.error
     m = metrics(at)
     months = float(m["Bone age"].split()[0])
@@ -189,6 +216,56 @@ def test_bad_upload_gives_a_clear_error_keeps_the_app_up_and_logs_nothing(
     assert ReviewLog(data_dir / "review.sqlite").cases() == []
 
 
+def test_the_same_bytes_twice_in_one_batch_are_read_once(data_dir, fullres_films):
+    data = make_dicom(read_film(fullres_films[5]).pixels, sex="F")
+    at = start()
+    files = [("a.dcm", data, "application/dicom"), ("b.dcm", data, "application/dicom"), ("c.dcm", data, "x")]
+    at.file_uploader[0].set_value(files).run()
+    assert not at.exception, at.exception  # was StreamlitDuplicateElementKey
+    assert [i.value for i in at.info] == [
+        "**b.dcm** holds the same bytes as **a.dcm**: it is read and shown once.",
+        "**c.dcm** holds the same bytes as **a.dcm**: it is read and shown once.",
+    ]
+    assert [sh.value for sh in at.subheader] == ["a.dcm"] and len(at.image) == 1
+    assert len(ReviewLog(data_dir / "review.sqlite").cases()) == 1
+    assert "This session has read 1 of at most 200 films" in " ".join(c.value for c in at.caption)
+
+
+def test_uploads_are_limited_per_file_and_per_session(data_dir, monkeypatch):
+    monkeypatch.setenv("BONEAGE_MAX_BYTES", "3000")
+    monkeypatch.setenv("BONEAGE_MAX_SESSION_FILES", "3")
+    monkeypatch.setenv("BONEAGE_MAX_SESSION_BYTES", "5000")
+    get_settings.cache_clear()
+    junk = [bytes([i]) * 2000 for i in range(4)]
+    at = start()
+    at.file_uploader[0].set_value(("big.bin", b"x" * 3001, "x")).run()
+    assert (
+        at.error[0].value
+        == "**big.bin** was not read: the file is 3001 bytes; the limit per file is 3000 bytes."
+    )
+    at.file_uploader[0].set_value(
+        [("a.bin", junk[0], "x"), ("b.bin", junk[1], "x"), ("c.bin", junk[2], "x")]
+    ).run()
+    errors = [e.value for e in at.error]
+    assert "**c.bin** was not read: this session has read 4000 bytes of its 5000 bytes limit." in errors
+    assert (
+        sum("a.bin" in e for e in errors) == 1 and sum("b.bin" in e for e in errors) == 1
+    )  # read, not images
+    # what was counted may come again; a new film only within the limits
+    at.file_uploader[0].set_value(
+        [("a-again.bin", junk[0], "x"), ("d.bin", junk[3][:500], "x"), ("e.bin", b"e" * 100, "x")]
+    ).run()
+    errors = [e.value for e in at.error]
+    assert "**e.bin** was not read: this session has read its limit of 3 films." in errors
+    assert any("a-again.bin" in e and "not an image" in e.lower() for e in errors), errors
+    assert any(e.startswith("**d.bin**: ") for e in errors), errors
+    # a new browser session starts with its own budget
+    at2 = start()
+    at2.file_uploader[0].set_value(("e.bin", b"e" * 100, "x")).run()
+    assert "was not read" not in " ".join(e.value for e in at2.error)
+    assert ReviewLog(data_dir / "review.sqlite").cases() == []
+
+
 # ----------------------------------------------------------------------------------------------- Masks
 
 
@@ -231,14 +308,46 @@ def test_masks_reprompt_by_point_reject_then_accept_is_logged_with_its_reader(da
     assert (h, w) == new["mask"].shape
 
 
-def test_masks_need_a_reader_name(data_dir, fullres_films):
+def test_nothing_shows_before_sign_in_and_decisions_are_logged_under_the_account(data_dir, fullres_films):
     log = ReviewLog(data_dir / "review.sqlite")
     film = read_film(fullres_films[0])
     log.record_analysis(film, classical_segment(film.pixels), None)
     FilmStore(data_dir / "films").put(film.sha256, film.pixels)
-    at = start("masks", reader=None)
-    assert at.button(key="accept").disabled and at.button(key="reject").disabled
-    assert "name in the sidebar" in at.warning[0].value
+    account("dr_test")
+    at = AppTest.from_file(MAIN, default_timeout=300).run()
+    at.switch_page(PAGE["masks"]).run()  # no page runs before sign-in, whatever the URL
+    assert not at.exception and at.title[0].value == "Bone age" and len(at.title) == 1
+    assert not [b for b in at.button if b.key in ("accept", "reject")] and not at.sidebar.markdown
+    assert [t.label for t in at.text_input] == ["Name", "Password"]  # no free-text reader anywhere
+    sign_in(at, "dr_test", "not-the-password")
+    assert "Wrong name or password" in at.error[0].value and at.title[0].value == "Bone age"
+    sign_in(at, "dr_test")
+    at.switch_page(PAGE["masks"]).run()
+    assert at.title[0].value == "Hand masks" and not at.button(key="accept").disabled
+    assert "Reader" not in [t.label for t in at.text_input]
+    at.button(key="accept").click().run()
+    assert "accepted by dr_test" in at.success[0].value
+    assert log.cases()[0].mask_reader == "dr_test"
+    click(at, "Sign out")
+    assert at.title[0].value == "Bone age" and not at.sidebar.markdown
+
+
+def test_first_run_offers_the_first_admin_account_on_the_sign_in_screen(data_dir):
+    at = AppTest.from_file(MAIN, default_timeout=300).run()
+    assert "Create the first admin account" in at.subheader[0].value
+    at.text_input(key="first_name").set_value("Boss")
+    at.text_input(key="first_password").set_value(PASSWORD)
+    at.text_input(key="first_again").set_value(PASSWORD + "x")
+    click(at, "Create the admin account")
+    assert "differ" in at.error[0].value and not Accounts(ReviewLog(data_dir / "review.sqlite")).any()
+    at.text_input(key="first_again").set_value(PASSWORD)
+    click(at, "Create the admin account")
+    assert "Admin account boss created" in at.success[0].value
+    sign_in(at, "boss")
+    assert "Signed in as **boss** (admin)" in at.sidebar.markdown[0].value
+    # a second browser session is no longer offered the form: it signs in
+    other = AppTest.from_file(MAIN, default_timeout=300).run()
+    assert not [t for t in other.text_input if t.key == "first_name"] and other.text_input(key="login_name")
 
 
 def test_manifest_import_fills_the_queue_and_rejected_masks_leave_the_dataset(
@@ -251,18 +360,20 @@ def test_manifest_import_fills_the_queue_and_rejected_masks_leave_the_dataset(
     images.mkdir()
     for p in fullres_films[:3]:
         (images / p.name).write_bytes(p.read_bytes())
-    out = tmp_path / "pre"
-    preprocess_folder(images, out, segmenter="classical")
+    out = data_dir / "hospital"  # `boneage preprocess --out data/hospital`: the page offers it
+    preprocess_folder(images, out, segmenter="classical", keep_names=True)
     manifest = out / "manifest.csv"
     ids = sorted(p.stem for p in fullres_films[:3])
     assert sorted(usable_ids(manifest)) == ids
 
     at = start("masks")
-    at.text_input(key="manifest_path").set_value(str(manifest)).run()
-    at.button[0].click().run()
+    assert not [t for t in at.text_input if "path" in t.label.lower()]  # no free server path any more
+    assert at.selectbox(key="manifest_choice").options == ["hospital/manifest.csv"]
+    at.selectbox(key="manifest_choice").set_value("hospital/manifest.csv").run()
+    at.button(key="manifest_import").click().run()
     assert not at.exception and "3 new masks" in at.success[0].value
     assert "3 masks waiting" in " ".join(c.value for c in at.caption)
-    at.button[0].click().run()  # importing again adds nothing
+    at.button(key="manifest_import").click().run()  # importing again adds nothing
     assert "0 new masks" in at.success[0].value
     first = at.selectbox(key="masks_film").value
     at.button(key="reject").click().run()
@@ -271,6 +382,62 @@ def test_manifest_import_fills_the_queue_and_rejected_masks_leave_the_dataset(
     assert "2 masks waiting" in " ".join(c.value for c in at.caption)
     assert sorted(usable_ids(manifest, data_dir / "review.sqlite")) == [i for i in ids if i != rejected_id]
     assert len(at.image) == 0 or not at.exception  # the film was shown from its manifest source
+
+
+def _upload_manifest(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader(key="manifest_upload").set_value((name, data, "text/csv")).run()
+    return click(at, "Import the uploaded manifest")
+
+
+def test_an_uploaded_manifest_reaches_only_the_data_folder_and_bad_files_get_plain_messages(
+    data_dir, fullres_films, tmp_path
+):
+    from boneage_core.segment.batch import preprocess_folder
+    from boneage_core.settings import DEFAULT_MODEL
+
+    inside, outside = data_dir / "incoming", tmp_path / "elsewhere"
+    for folder, films in ((inside, fullres_films[:2]), (outside, fullres_films[2:3])):
+        (folder / "films").mkdir(parents=True)
+        for p in films:
+            (folder / "films" / p.name).write_bytes(p.read_bytes())
+        preprocess_folder(folder / "films", folder / "pre", segmenter="classical", keep_names=True)
+    rows = []
+    for folder in (inside, outside):  # one manifest naming films and masks inside and outside the data folder
+        for row in csv.DictReader(io.StringIO((folder / "pre" / "manifest.csv").read_text())):
+            row["mask_path"] = str(folder / "pre" / row["mask_path"])
+            rows.append(row)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    at = start("masks")
+    _upload_manifest(at, "mixed.csv", buf.getvalue().encode())
+    assert not at.exception and "2 new masks" in at.success[0].value
+    assert "1 rows were skipped: their masks or films are not under the data folder" in at.warning[0].value
+    log = ReviewLog(data_dir / "review.sqlite")
+    assert sorted(log.film_source(c.film_id)[0] for c in log.cases()) == sorted(
+        p.stem for p in fullres_films[:2]
+    )
+
+    # a manifest pointing at any file on the server shows nothing of it
+    evil = buf.getvalue().replace(str(outside / "films"), "/etc").replace(str(outside / "pre"), "/dev")
+    _upload_manifest(at, "evil.csv", evil.encode())
+    assert "0 new masks" in at.success[0].value and "1 rows were skipped" in at.warning[0].value
+    # junk, a binary model file and an empty file: plain messages, never a traceback
+    for name, data in (
+        ("zeros.csv", bytes(4096)),
+        ("model.csv", DEFAULT_MODEL.read_bytes()[:2_000_000]),
+        ("empty.csv", b""),
+        ("header.csv", b"id,source,status\n1,/etc/passwd,ok\n"),
+    ):
+        _upload_manifest(at, name, data)
+        assert not at.exception, (name, at.exception)
+        assert len(at.error) == 1 and at.error[0].value.startswith(f"{name} was not imported"), (
+            name,
+            at.error,
+        )
+        assert "Traceback" not in at.error[0].value
+    assert len(log.cases()) == 2
 
 
 # ------------------------------------------------------------------------------------------------- Log
@@ -296,20 +463,20 @@ def test_log_page_confirms_and_corrects_with_reason_and_keeps_history(data_dir, 
     fid = log.cases()[0].film_id
     at = start("log")
     assert metrics(at)["Model"] == "120.0 months" and metrics(at)["Reader"] == "—"
-    at.button[0].click().run()  # confirm
+    at.main.button[0].click().run()  # confirm
     assert "confirmed" in at.success[0].value
     assert log.cases()[0].reference_months == 120.0 and log.cases()[0].reading_action == "confirmed"
 
     at.radio(key="reading_action").set_value("Enter my bone age")
     at.text_input(key="reading_age").set_value("10y 6m")
-    at.button[0].click().run()
+    at.main.button[0].click().run()
     assert "needs a reason" in at.error[0].value and log.cases()[0].reference_months == 120.0
     at.text_input(key="reading_age").set_value("eleven")
     at.text_area(key="reading_reason").set_value("distal radius")
-    at.button[0].click().run()
+    at.main.button[0].click().run()
     assert "Cannot read 'eleven'" in at.error[0].value
     at.text_input(key="reading_age").set_value("10y 6m")
-    at.button[0].click().run()
+    at.main.button[0].click().run()
     assert "126.0 months" in at.success[0].value
     c = log.cases()[0]
     assert c.reference_months == 126.0 and c.reading_action == "corrected" and c.reader == "dr_test"
@@ -318,6 +485,54 @@ def test_log_page_confirms_and_corrects_with_reason_and_keeps_history(data_dir, 
         history["kind"]
     )
     assert fid == c.film_id
+
+
+def test_a_reading_is_logged_under_its_account_and_never_under_another(data_dir, eight_films):
+    log = _fixed_log(data_dir / "review.sqlite", eight_films[:1], [(120.0, "F", None, None)])
+    at_a, at_b = start("log", user="dr_a"), start("log", user="dr_b")
+    at_a.main.button[0].click().run()  # dr_a confirms
+    assert "confirmed by dr_a." in at_a.success[0].value
+    at_b.radio(key="reading_action").set_value("Enter my bone age")
+    at_b.text_input(key="reading_age").set_value("130")
+    at_b.text_area(key="reading_reason").set_value("carpals older")
+    at_b.main.button[0].click().run()
+    assert "by dr_b." in at_b.success[0].value
+    at_a.run()  # dr_a's session goes on as dr_a, after dr_b's reading
+    at_a.radio(key="reading_action").set_value("Enter my bone age")
+    at_a.text_input(key="reading_age").set_value("125")
+    at_a.text_area(key="reading_reason").set_value("second look")
+    at_a.main.button[0].click().run()
+    assert "by dr_a." in at_a.success[0].value
+    fid = log.cases()[0].film_id
+    readings = [(e["reader"], e["months"]) for e in log.history(fid) if e["kind"].startswith("reading")]
+    assert readings == [("dr_a", 120.0), ("dr_b", 130.0), ("dr_a", 125.0)]
+    assert log.readers() == ["dr_a", "dr_b"]
+    assert verify_log(log.path).ok
+    # a disabled account is signed out at its next step, and its session logs nothing more
+    Accounts(ReviewLog(data_dir / "review.sqlite")).disable("dr_b", actor="test")
+    at_b.run()
+    assert at_b.title[0].value == "Bone age" and not at_b.sidebar.markdown
+    assert len([e for e in log.history(fid) if e["kind"].startswith("reading")]) == 3
+
+
+def test_readers_do_not_get_the_export_page(data_dir, eight_films):
+    _fixed_log(data_dir / "review.sqlite", eight_films[:2], FIXED[:2])
+    at = start("read", user="dr_r", role="reader")
+    with pytest.raises(
+        ValueError,
+        match=r"Could not find a navigation page .*export\.py.*Known pages: \[[^]]*dashboards\.py'\]",
+    ):
+        at.switch_page(PAGE["export"])  # not in a reader's navigation at all
+    admin = start("export", user="boss", role="admin")
+    assert admin.title[0].value == "Export" and len(admin.get("download_button")) == 2
+    # made an admin, the reader gets it at the next run; made a reader again, loses it
+    accounts = Accounts(ReviewLog(data_dir / "review.sqlite"))
+    accounts.set_role("dr_r", "admin", actor="test")
+    at.run().switch_page(PAGE["export"]).run()
+    assert at.title[0].value == "Export"
+    accounts.set_role("dr_r", "reader", actor="test")
+    at.run()
+    assert "Export" not in [t.value for t in at.title] and not at.get("download_button")
 
 
 # ------------------------------------------------------------------------------------------ Dashboards
@@ -386,7 +601,7 @@ def test_export_page_rows_hold_keys_and_provenance_but_no_identifiers(data_dir, 
     )
     fid, _, pid = log.record_analysis(dicom, classical_segment(dicom.pixels), _prediction(77.0, "F"))
     log.add_reading(fid, pid, "dr_c", 80.0, reason="Jane's film looked older")
-    at = start("export")
+    at = start("export", user="admin_test", role="admin")
     agreement, cases = at.dataframe[0].value, at.dataframe[1].value
     assert list(agreement["group"])[:3] == ["all", "sex F", "sex M"] and agreement["n"].iloc[0] == 3
     assert len(cases) == 3 and set(cases["reader"]) == {"dr_a", "dr_c"}

@@ -1,7 +1,9 @@
 """End to end in a real headless Chromium: what a new user does on the first day.
 
-``make run``-equivalent server (``streamlit run app/main.py``) on a fresh data folder; Selenium drives
-Debian's ``chromium`` + ``chromium-driver``. The user uploads a full-resolution RSNA film, answers the sex
+``make run``-equivalent server (``streamlit run app/main.py``, bound to 127.0.0.1 by the repository's
+``.streamlit/config.toml``) on a fresh data folder; Selenium drives Debian's ``chromium`` +
+``chromium-driver``. The user creates the first admin account on the sign-in screen, is refused with a
+wrong password, signs in, uploads a full-resolution RSNA film, answers the sex
 form, sees the mask, estimate and heatmap, clicks a point on the film (SAM re-runs), accepts the mask,
 corrects the age, sees the hospital dashboard change, and downloads the per-case CSV holding that case.
 Screenshots of every page go to ``test-output/e2e/``.
@@ -33,6 +35,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 pytestmark = pytest.mark.slow
+PASSWORD = "e2e-password-2024"
 
 
 def _require_browser() -> None:
@@ -166,6 +169,23 @@ def _nav(driver, title: str) -> None:
     _idle(driver)
 
 
+def _only_on_loopback(url: str) -> None:
+    """The app answers on 127.0.0.1 and on no other address: not 127.0.0.2 (which a server bound to all
+    interfaces would answer on Linux), nor this machine's address on its network, when it has one."""
+    port = int(url.rsplit(":", 1)[1])
+    others = {"127.0.0.2"}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the outgoing address
+            others.add(probe.getsockname()[0])
+        except OSError:
+            pass
+    for address in others - {"127.0.0.1", "0.0.0.0"}:
+        with socket.socket() as s, pytest.raises(OSError):
+            s.settimeout(2)
+            s.connect((address, port))
+
+
 def _shot(driver, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
@@ -181,12 +201,35 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     url, data = server
     film = fullres_films[3]
     d = browser
+    _only_on_loopback(url)
     d.get(url)
+    # a fresh log: the sign-in screen offers the first admin account (the browser is on the server itself)
+    _wait(d, "//h3[contains(., 'Create the first admin account')]", 180)
+    _idle(d, 180)
+    assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')  # nothing before sign-in
+    _wait(d, "//input[@aria-label='Name']").send_keys("dr_e2e")
+    _wait(d, "//input[starts-with(@aria-label, 'Password (at least')]").send_keys(PASSWORD)
+    _wait(d, "//input[@aria-label='Password again']").send_keys(PASSWORD)
+    _shot(d, "00-first-admin")
+    _button(d, "Create the admin account").click()
+    _wait(d, "//*[contains(text(), 'Admin account dr_e2e created')]")
+    _idle(d)
+
+    def sign_in(password: str) -> None:
+        for label, value in (("Name", "dr_e2e"), ("Password", password)):
+            box = _wait(d, f"//input[@aria-label='{label}']")
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(Keys.DELETE, value)
+        _button(d, "Sign in").click()
+
+    sign_in("not-the-password")
+    _wait(d, "//*[contains(text(), 'Wrong name or password')]")
+    _idle(d)
+    _shot(d, "00b-sign-in-refused")
+    sign_in(PASSWORD)
     _wait(d, "//h1[contains(., 'Read films')]", 180)
     _idle(d, 180)
-    reader = d.find_element(By.CSS_SELECTOR, 'input[aria-label="Reader"]')
-    reader.send_keys("dr_e2e", Keys.ENTER)
-    _idle(d)
+    _wait(d, "//*[contains(., 'Signed in as') and contains(., 'dr_e2e')]")
 
     # the hospital dashboard before any reading
     _nav(d, "Dashboards")

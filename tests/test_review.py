@@ -1,7 +1,9 @@
-"""The review log on a real SQLite file: append-only history, no identifiers, concurrent readers."""
+"""The review log on a real SQLite file: append-only history, no identifiers, concurrent readers, and the
+hash chain that ``boneage log verify`` checks (forged, deleted and replaced rows, cut tails, migration)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import multiprocessing as mp
 import sqlite3
@@ -12,10 +14,12 @@ import pytest
 from dicom_fixtures import make_dicom
 from reference_stats import icc_a1_by_hand
 
+from boneage_core.cli import main
 from boneage_core.films.read import read_film
 from boneage_core.model.predictor import Prediction
 from boneage_core.review.log import ReviewLog
 from boneage_core.review.schema import ReviewLogError
+from boneage_core.review.verify import verify_log
 from boneage_core.segment.classical import classical_segment
 
 
@@ -164,6 +168,9 @@ def test_two_readers_at_once_lose_nothing(log: ReviewLog, films):
     readings = [e for e in log.history(fid) if e["kind"].startswith("reading")]
     assert len(readings) == 80
     assert sorted({e["reader"] for e in readings}) == ["dr_a", "dr_b"]
+    report = verify_log(log.path)  # 80 concurrent appends, one chain with no fork
+    assert report.ok, report.lines()
+    assert report.links == 82 and report.anchor_seq == 82
 
 
 def test_icc_a1_matches_the_anova_formula():
@@ -241,3 +248,238 @@ def test_reading_service_logs_all_or_nothing_and_reopens_known_films(
         len(log.cases()) == 1
         and len([e for e in log.history(first.film_id) if e["kind"] == "prediction"]) == 1
     )
+
+
+# ------------------------------------------------------------------------------------------ the chain
+
+
+def _three_readings(log: ReviewLog, films) -> tuple[int, list[int]]:
+    fid, _, pid = log.record_analysis(films[0], classical_segment(films[0].pixels), _prediction(100))
+    ids = [
+        log.add_reading(fid, pid, reader=r, months=m, reason="r")
+        for r, m in (("dr_a", 110), ("dr_b", 120), ("dr_a", 130))
+    ]
+    return fid, ids
+
+
+def _raw(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection, as someone editing the file by hand would open it (autocommit)."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def _verify(path: Path, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["log", "verify", "--db", str(path)])
+    return rc, capsys.readouterr().out
+
+
+def test_log_verify_passes_on_an_intact_log_and_counts_every_row(log: ReviewLog, films, capsys):
+    _three_readings(log, films)
+    rc, out = _verify(log.path, capsys)
+    assert rc == 0, out
+    assert "rows checked: 6 " in out and "readings 3" in out and "anchor" in out
+    assert "triggers: 24 of 24 in place" in out and out.strip().endswith("the triggers are in place")
+
+
+def test_replace_and_upserts_are_refused(log: ReviewLog, films):
+    _, ids = _three_readings(log, films)
+    con = _raw(log.path)
+    try:
+        for sql in (
+            "INSERT OR REPLACE INTO readings SELECT id, film_id, prediction_id, 'dr_b', action, months, reason, "
+            f"created_at FROM readings WHERE id = {ids[0]}",
+            "REPLACE INTO films SELECT * FROM films WHERE id = 1",
+            # same sha256, new id: REPLACE would delete the old film row through the unique index
+            "INSERT OR REPLACE INTO films (sha256, pseudonym, source_format, width, height, origin, created_at) "
+            "SELECT sha256, 'x', 'png', 1, 1, 'upload', created_at FROM films WHERE id = 1",
+            f"INSERT INTO readings SELECT * FROM readings WHERE id = {ids[1]} ON CONFLICT (id) DO UPDATE SET reader = 'dr_b'",
+            "INSERT INTO log_chain SELECT * FROM log_chain WHERE seq = 1 ON CONFLICT DO UPDATE SET mac = 'x'",
+        ):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                con.execute(sql)
+        assert [r[0] for r in con.execute("SELECT reader FROM readings ORDER BY id")] == [
+            "dr_a",
+            "dr_b",
+            "dr_a",
+        ]
+    finally:
+        con.close()
+    assert verify_log(log.path).ok
+
+
+def test_a_row_forged_with_the_trigger_dropped_is_named_by_verify(log: ReviewLog, films, capsys):
+    _, ids = _three_readings(log, films)
+    con = _raw(log.path)
+    con.execute("DROP TRIGGER readings_no_update")
+    con.execute(
+        f"UPDATE readings SET reader = 'dr_b' WHERE id = {ids[0]}"
+    )  # dr_a's reading passed off as dr_b's
+    con.close()
+    rc, out = _verify(log.path, capsys)
+    assert rc == 1
+    assert (
+        f"first broken row: readings row {ids[0]} (chain link " in out
+        and "edited after it was written" in out
+    )
+    assert "readings_no_update (missing)" in out
+
+    # reopening restores the trigger but leaves a trace, and the forged row stays flagged
+    log.close()
+    ReviewLog(log.path).close()
+    rc, out = _verify(log.path, capsys)
+    assert rc == 1 and "triggers: 24 of 24 in place" in out
+    assert "triggers-restored: missing or altered at open, recreated: readings_no_update (missing)" in out
+    assert f"first broken row: readings row {ids[0]}" in out
+
+
+def test_insert_or_replace_with_the_triggers_dropped_is_caught(log: ReviewLog, films, capsys):
+    _, ids = _three_readings(log, films)
+    con = _raw(log.path)
+    con.execute("DROP TRIGGER readings_no_replace")
+    con.execute(
+        "INSERT OR REPLACE INTO readings SELECT id, film_id, prediction_id, 'dr_b', action, months, reason, "
+        f"created_at FROM readings WHERE id = {ids[2]}"
+    )
+    con.close()
+    rc, out = _verify(log.path, capsys)
+    assert (
+        rc == 1
+        and f"first broken row: readings row {ids[2]}" in out
+        and "readings_no_replace (missing)" in out
+    )
+
+
+def test_a_deleted_middle_row_and_an_unchained_insert_are_caught(log: ReviewLog, films, capsys):
+    _, ids = _three_readings(log, films)
+    con = _raw(log.path)
+    con.execute("DROP TRIGGER readings_no_delete")
+    con.execute(f"DELETE FROM readings WHERE id = {ids[1]}")
+    con.close()
+    rc, out = _verify(log.path, capsys)
+    assert (
+        rc == 1
+        and f"first broken row: readings row {ids[1]} (chain link" in out
+        and "deleted from the log" in out
+    )
+
+    # a plain INSERT passes the triggers (the log only grows) but has no link: flagged
+    other = log.path.with_name("other.sqlite")
+    other_log = ReviewLog(other)
+    _three_readings(other_log, films)
+    other_log.close()
+    con = _raw(other)
+    con.execute(
+        "INSERT INTO readings (film_id, prediction_id, reader, action, months, reason, created_at) "
+        "SELECT film_id, prediction_id, 'dr_c', 'corrected', 99, 'forged', created_at FROM readings LIMIT 1"
+    )
+    con.close()
+    rc, out = _verify(other, capsys)
+    assert rc == 1 and "first broken row: readings row 4: is not in the chain" in out
+
+
+def test_deleted_tail_rows_are_caught_by_the_anchor(log: ReviewLog, films, capsys):
+    _, ids = _three_readings(log, films)
+    con = _raw(log.path)
+    for t in ("readings", "log_chain"):
+        con.execute(f"DROP TRIGGER {t}_no_delete")
+    last = con.execute("SELECT MAX(seq) FROM log_chain").fetchone()[0]
+    con.execute(f"DELETE FROM readings WHERE id IN ({ids[1]}, {ids[2]})")
+    con.execute(f"DELETE FROM log_chain WHERE seq > {last - 2}")  # the chain that is left is valid on its own
+    for t in ("readings", "log_chain"):
+        con.execute(
+            f"CREATE TRIGGER {t}_no_delete BEFORE DELETE ON {t} BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END"
+        )
+    con.close()
+    rc, out = _verify(log.path, capsys)
+    assert rc == 1
+    assert (
+        f"first broken row: chain links {last - 1}..{last}: missing: the anchor recorded link {last}" in out
+    )
+
+    # the whole log replaced by an empty one: the anchor still says what was there
+    log.close()
+    for p in log.path.parent.glob("review.sqlite*"):
+        if not p.name.endswith(".anchor"):
+            p.unlink()
+    ReviewLog(log.path).close()
+    rc, out = _verify(log.path, capsys)
+    assert rc == 1 and "the chain ends at link 0" in out
+
+    # and without its anchor, a log with rows fails too (the anchor is part of the backup)
+    fresh = ReviewLog(log.path.with_name("fresh.sqlite"))
+    _three_readings(fresh, films)
+    fresh.anchor.unlink()
+    rc, out = _verify(fresh.path, capsys)
+    assert rc == 1 and "anchor" in out and "missing or empty" in out
+
+
+def test_a_log_written_before_the_chain_is_chained_on_first_open(log: ReviewLog, films, capsys):
+    _three_readings(log, films)
+    log.close()
+    con = _raw(log.path)  # what a log of the previous version looks like: no chain, no REPLACE triggers
+    for t in ("log_chain", "log_events", "account_events"):
+        con.execute(f"DROP TABLE {t}")
+    for (name,) in con.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%_no_replace'"
+    ).fetchall():
+        con.execute(f"DROP TRIGGER {name}")
+    con.close()
+    log.anchor.unlink()
+    rc, out = _verify(log.path, capsys)
+    assert rc == 1 and "has no hash chain" in out
+
+    ReviewLog(log.path).close()
+    rc, out = _verify(log.path, capsys)
+    assert rc == 0, out
+    assert "chain-migration: chained 6 rows written before the log had a chain" in out
+    assert "triggers-restored" not in out  # a legacy log never had the REPLACE triggers: nothing to report
+
+    # a chain emptied behind the log's back is not re-chained on open (that would launder a rewrite)
+    con = _raw(log.path)
+    con.execute("DROP TRIGGER log_chain_no_delete")
+    con.execute("DELETE FROM log_chain")
+    con.close()
+    ReviewLog(log.path).close()
+    rc, out = _verify(log.path, capsys)
+    assert rc == 1 and "is not in the chain" in out and "log_chain_no_delete (missing)" in out
+    assert (
+        "the anchor recorded link 7 but the chain ends at link 1" in out
+    )  # link 1: the trace of the trigger
+
+
+def test_verify_with_another_site_secret_says_so(log: ReviewLog, films, tmp_path, monkeypatch, capsys):
+    from boneage_core.settings import get_settings
+
+    _three_readings(log, films)
+    monkeypatch.setenv("BONEAGE_SITE_SECRET_FILE", str(tmp_path / "other" / "site-secret"))
+    get_settings.cache_clear()
+    try:
+        rc, out = _verify(log.path, capsys)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert rc == 1 and "is this the site secret the log was written with?" in out
+
+
+def test_record_analysis_is_all_or_nothing_when_the_prediction_write_fails(log: ReviewLog, films):
+    from sqlalchemy.exc import IntegrityError
+
+    film = films[1]
+    seg = classical_segment(film.pixels)
+    broken = dataclasses.replace(
+        _prediction(100), sex=None
+    )  # NOT NULL in the predictions table: the INSERT fails after the film and mask rows
+    with pytest.raises(IntegrityError, match="NOT NULL"):
+        log.record_analysis(film, seg, broken)
+    assert log.find_film(film.sha256) is None and log.cases() == []
+    con = _raw(log.path)
+    assert con.execute("SELECT COUNT(*) FROM log_chain").fetchone()[0] == 0
+    assert con.execute("SELECT COUNT(*) FROM segmentations").fetchone()[0] == 0
+    con.close()
+    assert not log.anchor.exists()
+
+    fid, sid, pid = log.record_analysis(film, seg, _prediction(100))  # then it works, in one piece
+    with pytest.raises(IntegrityError):
+        log.record_analysis(film, seg, broken)  # a known film: its second mask is not left behind either
+    assert [e["kind"] for e in log.history(fid)] == ["segmentation", "prediction"]
+    assert verify_log(log.path).ok

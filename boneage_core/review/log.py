@@ -2,12 +2,16 @@
 
 Every change is a new row, never an update: a mask decision or a reading made again is a later row,
 and "the current state" of a case is its latest row of each kind, so the history stays visible.
-SQLite triggers refuse UPDATE and DELETE on the log tables, so not even a bug can rewrite history.
-Each write is one transaction (all of it or nothing); WAL journaling and a busy timeout let two readers
-write at the same time without losing rows; foreign keys are on.
+SQLite triggers refuse UPDATE, DELETE, REPLACE and upserts on the log tables, and every row is linked
+into a hash chain keyed by the site secret (:mod:`boneage_core.review.chain`), so a rewrite done
+behind the log's back is detected by ``boneage log verify``. Each write is one transaction (all of it
+or nothing, chain links included); WAL journaling and a busy timeout let two readers write at the same
+time without losing rows; foreign keys are on. Opening, migration and transactions:
+:mod:`boneage_core.review.database`.
 
 No patient identifiers are stored: a film is known by the sha256 of its bytes and the pseudonymous
-key of :mod:`boneage_core.films.pseudonym` (a salted hash). No names, no patient IDs, no dates of birth.
+key of :mod:`boneage_core.films.pseudonym` (a keyed hash). No names, no patient IDs, no dates of birth.
+``reader`` is the name of the signed-in account (:mod:`boneage_core.review.accounts`).
 
     log = ReviewLog("data/review.sqlite")
     film_id = log.record_film(film)                       # the same bytes give the same id
@@ -23,17 +27,17 @@ The tables are :mod:`boneage_core.review.schema`; the reads :mod:`boneage_core.r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from ..segment.manifest import DONE, read_manifest
-from .queries import LogQueries
+from ..settings import get_settings
+from .database import Append, LogDatabase
+from .intake import MANIFEST_MAX_BYTES, IntakeError, checked_file, within
 from .schema import (
-    APPEND_ONLY,
     MASK_DECISIONS,
     MONTHS_RANGE,
     Base,
@@ -48,28 +52,13 @@ from .schema import (
 )
 
 
-class ReviewLog(LogQueries):
-    """The log at ``path`` (created with its tables when new). Safe to share between threads.
+class ReviewLog(LogDatabase):
+    """The log at ``path`` (created with its tables when new; see :class:`LogDatabase` for the anchor).
+    Safe to share between threads and processes.
 
     The writes are here; the reads (``cases``, ``latest``, ``mask_queue``, ``history``...) are
     inherited from :class:`~boneage_core.review.queries.LogQueries`.
     """
-
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 30})
-        event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            for table in APPEND_ONLY:
-                for op in ("UPDATE", "DELETE"):
-                    conn.execute(
-                        text(
-                            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-                        )
-                    )
 
     def record_film(
         self,
@@ -83,31 +72,40 @@ class ReviewLog(LogQueries):
 
         ``sex`` and ``chronological_age_months`` given by the reader win over the DICOM header's.
         """
+        return self._insert_film(
+            self._film_values(film, origin, sex=sex, chronological_age_months=chronological_age_months)
+        )
+
+    @staticmethod
+    def _film_values(film, origin: str, *, sex: str | None, chronological_age_months: float | None) -> dict:
         m = film.meta
         sex = sex if sex in ("M", "F") else m.sex
         age = chronological_age_months if chronological_age_months is not None else m.chronological_age_months
-        return self._insert_film(
-            {
-                "sha256": film.sha256,
-                "pseudonym": m.pseudonym,
-                "source_format": m.source_format,
-                "width": int(film.pixels.shape[1]),
-                "height": int(film.pixels.shape[0]),
-                "sex": sex if sex in ("M", "F") else None,
-                "chronological_age_months": age,
-                "origin": origin,
-                "source_id": None,
-                "source_path": None,
-                "created_at": utc_now(),
-            }
-        )
+        return {
+            "sha256": film.sha256,
+            "pseudonym": m.pseudonym,
+            "source_format": m.source_format,
+            "width": int(film.pixels.shape[1]),
+            "height": int(film.pixels.shape[0]),
+            "sex": sex if sex in ("M", "F") else None,
+            "chronological_age_months": age,
+            "origin": origin,
+            "source_id": None,
+            "source_path": None,
+            "created_at": utc_now(),
+        }
 
     def _insert_film(self, values: dict) -> int:
-        with Session(self.engine) as s, s.begin():
-            s.execute(
-                sqlite_insert(FilmRow).values(**values).on_conflict_do_nothing(index_elements=["sha256"])
-            )
-            return s.execute(select(FilmRow.id).where(FilmRow.sha256 == values["sha256"])).scalar_one()
+        with self.appending() as tx:
+            return self._film_id(tx, values)
+
+    @staticmethod
+    def _film_id(tx: Append, values: dict) -> int:
+        """The id of the film with ``values["sha256"]``, inserted now when new (no upsert: the log refuses those)."""
+        known = tx.session.execute(
+            select(FilmRow.id).where(FilmRow.sha256 == values["sha256"])
+        ).scalar_one_or_none()
+        return known if known is not None else tx.add(FilmRow(**values))
 
     def record_analysis(
         self,
@@ -123,18 +121,19 @@ class ReviewLog(LogQueries):
 
         Returns ``(film_id, segmentation_id, prediction_id)``; the film row is reused if known.
         """
-        film_id = self.record_film(
-            film,
-            origin=origin,
-            sex=pred.sex if pred is not None else None,
-            chronological_age_months=chronological_age_months,
-        )  # idempotent
-        with Session(self.engine) as s, s.begin():
-            seg_row = self._segmentation_row(film_id, seg, sam_sha256) if seg is not None else None
-            pred_row = self._prediction_row(film_id, pred) if pred is not None else None
-            s.add_all([r for r in (seg_row, pred_row) if r is not None])
-            s.flush()
-            return film_id, seg_row.id if seg_row else None, pred_row.id if pred_row else None
+        with self.appending() as tx:
+            film_id = self._film_id(
+                tx,
+                self._film_values(
+                    film,
+                    origin,
+                    sex=pred.sex if pred is not None else None,
+                    chronological_age_months=chronological_age_months,
+                ),
+            )
+            seg_id = tx.add(self._segmentation_row(film_id, seg, sam_sha256)) if seg is not None else None
+            pred_id = tx.add(self._prediction_row(film_id, pred)) if pred is not None else None
+            return film_id, seg_id, pred_id
 
     def import_manifest(self, manifest: Path | str) -> int:
         """Put the masks of a ``boneage preprocess`` manifest in the mask queue; returns how many were new.
@@ -142,58 +141,86 @@ class ReviewLog(LogQueries):
         Each ``ok`` or ``flagged`` row becomes a film (known by its input sha256, pseudonym and sex from
         the manifest; the pixels are not re-read) with its segmentation, the mask read from the
         manifest's ``mask_path``. A film already holding a segmentation is left as it is, so importing
-        the same manifest twice adds nothing.
+        the same manifest twice adds nothing. The manifest and its masks are read only when they are
+        regular files of bounded size.
         """
-        manifest = Path(manifest)
+        return self.import_manifest_within(manifest)[0]
+
+    def import_manifest_within(
+        self,
+        manifest: Path | str,
+        roots: Iterable[Path] | None = None,
+        origin: str | None = None,
+        base: Path | None = None,
+    ) -> tuple[int, int]:
+        """:meth:`import_manifest` of a manifest that may not be trusted (uploaded): with ``roots``, a row
+        whose mask or source file lies outside every root is skipped. Relative mask paths start from
+        ``base`` (default: the manifest's folder). Returns ``(new, skipped)``."""
+        manifest = checked_file(manifest, MANIFEST_MAX_BYTES, "manifest")
+        roots = list(roots) if roots is not None else None
         rows = read_manifest(manifest)
         if not rows:
-            raise ReviewLogError(f"{manifest}: no manifest rows (is it a `boneage preprocess` manifest.csv?)")
-        new = 0
+            raise ReviewLogError(
+                f"{manifest.name}: no manifest rows (is it a `boneage preprocess` manifest.csv?)"
+            )
+        new = skipped = 0
+        limits = get_settings()
         for row in rows.values():
-            if row["status"] not in DONE:
+            if row.get("status") not in DONE:
                 continue
-            mask_path = Path(row["mask_path"])
-            if not mask_path.is_absolute():
-                mask_path = manifest.parent / mask_path
-            if not mask_path.is_file():
-                continue
-            from PIL import Image
-
-            mask = np.asarray(Image.open(mask_path).convert("L")) > 127
-            film_id = self._insert_film(
-                {
+            try:
+                mask_path = Path(row["mask_path"])
+                if not mask_path.is_absolute():
+                    mask_path = (base or manifest.parent) / mask_path
+                source = Path(row["source"])
+                if roots is not None and not (within(mask_path, roots) and within(source, roots)):
+                    skipped += 1
+                    continue
+                if not mask_path.is_file():
+                    continue
+                width, height = int(row["width"]), int(row["height"])
+                mask = _read_mask(
+                    checked_file(mask_path, limits.max_bytes, "mask"), width, height, limits.max_pixels
+                )
+                values = {
                     "sha256": row["input_sha256"],
                     "pseudonym": row["pseudonym"],
-                    "source_format": Path(row["source"]).suffix.lower().lstrip(".") or "unknown",
-                    "width": int(row["width"]),
-                    "height": int(row["height"]),
+                    "source_format": source.suffix.lower().lstrip(".") or "unknown",
+                    "width": width,
+                    "height": height,
                     "sex": row.get("sex") if row.get("sex") in ("M", "F") else None,
                     "chronological_age_months": None,
-                    "origin": f"manifest:{manifest}"[:300],
+                    "origin": (origin or f"manifest:{manifest}")[:300],
                     "source_id": row["id"],
-                    "source_path": str(Path(row["source"]).resolve()),
+                    "source_path": str(source.resolve()),
                     "created_at": utc_now(),
                 }
-            )
-            with Session(self.engine) as s, s.begin():
-                if s.execute(select(SegmentationRow.id).where(SegmentationRow.film_id == film_id)).first():
+                box = json.dumps([int(float(row[k])) for k in ("box_x0", "box_y0", "box_x1", "box_y1")])
+                score = float(row["score"] or "nan")
+            except (KeyError, ValueError, TypeError, OSError, IntakeError) as exc:
+                raise ReviewLogError(
+                    f"{manifest.name}: row {row.get('id')!r} cannot be imported ({exc})"
+                ) from exc
+            with self.appending() as tx:
+                film_id = self._film_id(tx, values)
+                if tx.session.execute(
+                    select(SegmentationRow.id).where(SegmentationRow.film_id == film_id)
+                ).first():
                     continue
-                s.add(
+                tx.add(
                     SegmentationRow(
                         film_id=film_id,
                         segmenter=row["segmenter"],
                         sam_sha256=row.get("sam_sha256") or None,
-                        box=json.dumps(
-                            [int(float(row[k])) for k in ("box_x0", "box_y0", "box_x1", "box_y1")]
-                        ),
-                        score=float(row["score"] or "nan"),
+                        box=box,
+                        score=score,
                         flagged=row["status"] == "flagged",
                         prompts="{}",
                         mask_png=mask_to_png(mask),
                     )
                 )
                 new += 1
-        return new
+        return new, skipped
 
     def add_segmentation(self, film_id: int, seg, sam_sha256: str | None = None) -> int:
         """Record a :class:`boneage_core.segment.result.Segmentation` of a recorded film."""
@@ -222,15 +249,12 @@ class ReviewLog(LogQueries):
         if decision not in MASK_DECISIONS:
             raise ReviewLogError(f"mask decision must be one of {MASK_DECISIONS}, got {decision!r}")
         reader = _reader(reader)
-        with Session(self.engine) as s, s.begin():
-            if s.get(SegmentationRow, segmentation_id) is None:
+        with self.appending() as tx:
+            if tx.session.get(SegmentationRow, segmentation_id) is None:
                 raise ReviewLogError(f"no segmentation {segmentation_id} in the log")
-            row = MaskDecisionRow(
-                segmentation_id=segmentation_id, decision=decision, reader=reader, note=note
+            return tx.add(
+                MaskDecisionRow(segmentation_id=segmentation_id, decision=decision, reader=reader, note=note)
             )
-            s.add(row)
-            s.flush()
-            return row.id
 
     def add_prediction(self, film_id: int, pred) -> int:
         """Record a :class:`boneage_core.model.predictor.Prediction` of a recorded film."""
@@ -254,8 +278,8 @@ class ReviewLog(LogQueries):
     ) -> int:
         """The reader confirms the estimate (``months`` None or equal to it) or corrects it."""
         reader = _reader(reader)
-        with Session(self.engine) as s, s.begin():
-            pred = s.get(PredictionRow, prediction_id)
+        with self.appending() as tx:
+            pred = tx.session.get(PredictionRow, prediction_id)
             if pred is None or pred.film_id != film_id:
                 raise ReviewLogError(f"no prediction {prediction_id} for film {film_id} in the log")
             if months is None:
@@ -267,25 +291,22 @@ class ReviewLog(LogQueries):
                 action = "confirmed" if abs(months - pred.months) < 0.05 else "corrected"
             if action == "corrected" and not reason.strip():
                 raise ReviewLogError("a corrected age needs a reason")
-            row = ReadingRow(
-                film_id=film_id,
-                prediction_id=prediction_id,
-                reader=reader,
-                action=action,
-                months=months,
-                reason=reason.strip(),
+            return tx.add(
+                ReadingRow(
+                    film_id=film_id,
+                    prediction_id=prediction_id,
+                    reader=reader,
+                    action=action,
+                    months=months,
+                    reason=reason.strip(),
+                )
             )
-            s.add(row)
-            s.flush()
-            return row.id
 
     def _add(self, row: Base, film_id: int) -> int:
-        with Session(self.engine) as s, s.begin():
-            if s.get(FilmRow, film_id) is None:
+        with self.appending() as tx:
+            if tx.session.get(FilmRow, film_id) is None:
                 raise ReviewLogError(f"no film {film_id} in the log")
-            s.add(row)
-            s.flush()
-            return row.id
+            return tx.add(row)
 
 
 def _reader(reader: str) -> str:
@@ -295,10 +316,13 @@ def _reader(reader: str) -> str:
     return reader[:100]
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
+def _read_mask(path: Path, width: int, height: int, max_pixels: int) -> np.ndarray:
+    """The mask PNG at ``path`` as HW bool, refused unless it is ``width`` x ``height`` (checked before decoding)."""
+    from PIL import Image
+
+    if width * height > max_pixels:
+        raise IntakeError(f"{width} x {height} pixels is over the limit")
+    with Image.open(path) as im:
+        if im.size != (width, height):
+            raise IntakeError(f"the mask is {im.size[0]} x {im.size[1]}, the film {width} x {height}")
+        return np.asarray(im.convert("L")) > 127

@@ -1,7 +1,10 @@
-"""The review log's tables and row types: films, segmentations, mask decisions, predictions, readings.
+"""The review log's tables and row types: films, segmentations, mask decisions, predictions, readings,
+the log's own events, the reader accounts' history, and the hash chain over all of them.
 
-Every table only grows (:data:`APPEND_ONLY`; :class:`boneage_core.review.log.ReviewLog` installs triggers
-that refuse UPDATE and DELETE). Times are naive UTC. A film is known by the sha256 of its bytes and its
+Every table only grows (:data:`APPEND_ONLY`; :mod:`boneage_core.review.chain` holds the triggers that
+refuse UPDATE, DELETE, REPLACE and upserts). Every row of a :data:`CHAINED` table has one entry in
+``log_chain`` (:class:`ChainRow`): the previous entry's MAC and an HMAC over the row's content and that
+MAC, keyed by the site secret. Times are naive UTC. A film is known by the sha256 of its bytes and its
 pseudonymous key; no names, patient IDs or dates of birth. Masks are stored at film size as 1-bit PNGs
 (:func:`mask_to_png`, :func:`png_to_mask`: HW bool in and out). :class:`Case` is one film with the
 latest of everything recorded about it.
@@ -14,13 +17,27 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import BoneAgeError
 
-#: Tables that only ever grow.
-APPEND_ONLY = ("films", "segmentations", "mask_decisions", "predictions", "readings")
+#: The tables of the reading itself (films, masks, decisions, estimates, readings).
+LOG_TABLES = ("films", "segmentations", "mask_decisions", "predictions", "readings")
+#: Tables whose every row is in the hash chain, in the order a migration chains them.
+CHAINED = (*LOG_TABLES, "log_events", "account_events")
+#: Tables that only ever grow: every chained table and the chain itself.
+APPEND_ONLY = (*CHAINED, "log_chain")
 MASK_DECISIONS = ("accepted", "rejected")
 READING_ACTIONS = ("confirmed", "corrected")
 #: Plausible bone ages, months (0 to 20 years).
@@ -109,6 +126,47 @@ class ReadingRow(Base):
     months: Mapped[float] = mapped_column(Float)
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now, index=True)
+
+
+class LogEventRow(Base):
+    """Something that happened to the log itself: a migration to the chain, triggers found missing."""
+
+    __tablename__ = "log_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: "chain-migration" or "triggers-restored".
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class AccountEventRow(Base):
+    """One change to a reader account; an account's state is the fold of its events, oldest first."""
+
+    __tablename__ = "account_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    #: "created", "password", "role", "disabled" or "enabled".
+    action: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str | None] = mapped_column(String(16))
+    #: ``scrypt$...`` (:mod:`boneage_core.review.passwords`); never the password itself.
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    #: Who made the change: an admin account, ``cli:<os user>`` or ``first-run``.
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class ChainRow(Base):
+    """One link of the hash chain: row ``row_id`` of ``table_name`` is the ``seq``-th row appended."""
+
+    __tablename__ = "log_chain"
+    __table_args__ = (UniqueConstraint("table_name", "row_id"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    table_name: Mapped[str] = mapped_column(String(32))
+    row_id: Mapped[int] = mapped_column(Integer)
+    #: The previous link's ``mac`` (64 zeros for the first).
+    prev_mac: Mapped[str] = mapped_column(String(64))
+    #: ``keyed_hash`` over seq, table, id, the row's canonical content and ``prev_mac``.
+    mac: Mapped[str] = mapped_column(String(64))
 
 
 def mask_to_png(mask: np.ndarray) -> bytes:
