@@ -11,11 +11,13 @@ from typing import Any
 
 import streamlit as st
 
+from boneage_core.model.gate import QualityGate
 from boneage_core.model.predictor import BoneAgePredictor
 from boneage_core.review.accounts import Account, Accounts
 from boneage_core.review.intake import UploadBudget
 from boneage_core.review.log import ReviewLog
 from boneage_core.review.reading import ReadingService
+from boneage_core.review.report import render_html, render_pdf, report_for_case
 from boneage_core.segment.segmenter import HandSegmenter
 from boneage_core.settings import get_settings
 
@@ -54,6 +56,12 @@ def review_log() -> ReviewLog:
     return _review_log(str(get_settings().review_db))
 
 
+@st.cache_resource(show_spinner=False)
+def gate() -> QualityGate:
+    """The quality gate (assets/models/boneage-gate.pt), loaded once per process."""
+    return QualityGate()
+
+
 def predictor() -> BoneAgePredictor:
     return _predictor(str(get_settings().model_path))
 
@@ -64,7 +72,9 @@ def service() -> ReadingService:
     if svc is None:
         sam = _sam()
         segmenter = HandSegmenter(sam[0], model_type=sam[1].model_type) if sam else None
-        svc = ReadingService(review_log(), predictor(), segmenter, sam_sha256=sam[1].sha256 if sam else None)
+        svc = ReadingService(
+            review_log(), predictor(), segmenter, sam_sha256=sam[1].sha256 if sam else None, gate=gate()
+        )
         st.session_state["_reading_service"] = svc
     return svc
 
@@ -123,3 +133,25 @@ def open_case(film_id: int, page: str) -> None:
     """Go to ``page`` ("masks" or "log") with this film selected."""
     st.session_state["focus_film"] = int(film_id)
     st.switch_page(PAGES[page])
+
+
+def report_buttons(film_id: int, key: str) -> None:
+    """'Make the report', then the PDF and HTML downloads of this case's one-page report."""
+    made = st.session_state.get(f"report-{key}")
+    if st.button("Make the report", key=f"make-report-{key}", icon=":material/description:"):
+        with st.spinner("Writing the report (with its heatmap)..."):
+            made = make_report(film_id)
+        st.session_state[f"report-{key}"] = made
+    if made:
+        d1, d2 = st.columns(2)
+        d1.download_button(
+            "Report (PDF)", made[0], f"boneage-case-{film_id}.pdf", "application/pdf", key=f"pdf-{key}"
+        )
+        d2.download_button(
+            "Report (HTML)", made[1], f"boneage-case-{film_id}.html", "text/html", key=f"html-{key}"
+        )
+
+
+def make_report(film_id: int) -> tuple[bytes, bytes]:
+    report = report_for_case(service(), film_id)
+    return render_pdf(report), render_html(report).encode("utf-8")

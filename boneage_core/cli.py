@@ -381,9 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--val-images", type=Path, help="folder of the validation films")
     en.set_defaults(func=_ensemble)
 
+    from .review import report
     from .training import gate
 
     gate.add_parser(sub)
+    report.add_parser(sub)
 
     from .review.commands import add_commands
 

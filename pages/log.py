@@ -8,6 +8,7 @@ import streamlit as st
 
 from boneage_core.clinical.ages import format_years_months, parse_age
 from boneage_core.errors import BoneAgeError
+from boneage_core.review import dashboard as dash
 from boneage_core.review.visual import display_copy, mask_overlay
 
 st.title("Reading log")
@@ -51,7 +52,16 @@ with right:
     a.metric("Model", f"{case.predicted_months:.1f} months", help=format_years_months(case.predicted_months))
     b.metric("Reader", "—" if case.reference_months is None else f"{case.reference_months:.1f} months")
     c.metric("Mask", case.mask_decision or "undecided")
+    if case.interval_low_months is not None:
+        st.write(
+            f"**{case.interval_level:.0%} interval:** {case.interval_low_months:.0f}-{case.interval_high_months:.0f} months"
+        )
+    if case.quality_flags:
+        st.warning(
+            "**Quality flags:** " + ", ".join(case.quality_flags) + " (check the film before reading it)"
+        )
     st.caption(f"Model {case.model_version} · weights {str(case.weights_sha256)[:12]}… · {case.preprocess}")
+    resources.report_buttons(film_id, f"log-{film_id}")
     reader = resources.reader()  # the signed-in account: the reading is logged under it
     with st.form("reading"):
         action = st.radio(
@@ -84,6 +94,15 @@ with right:
                 st.rerun()
             except BoneAgeError as exc:
                 st.error(str(exc))
+
+follow = dash.follow_up_table(list(cases.values()), case.pseudonym)
+if len(follow) > 1:
+    st.subheader("Follow-up: the studies of this child")
+    st.caption(
+        "Same pseudonymous key, oldest first; bone age is the reader's where read, else the model's. "
+        "Flags: bone age fell by more than 6 months, or gained more than 2.5 years a year."
+    )
+    st.dataframe(follow.round(2), hide_index=True, width="stretch")
 
 st.subheader("History")
 st.caption(

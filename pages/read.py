@@ -14,7 +14,9 @@ import resources
 import streamlit as st
 
 from boneage_core.clinical.ages import format_years_months, parse_age
+from boneage_core.clinical.greulich_pyle import interpret
 from boneage_core.errors import BoneAgeError, MissingSexError
+from boneage_core.review.charts import bone_age_chart
 from boneage_core.review.visual import display_copy, heatmap_overlay, mask_overlay
 from boneage_core.settings import get_settings
 
@@ -93,6 +95,7 @@ def analyse(name: str, data: bytes, sha: str) -> None:
                 chronological_age_months=given[1] if given else None,
             )
         results[sha] = res.film_id
+        st.session_state[f"date-problems-{res.film_id}"] = list(res.film.meta.date_problems)
         st.session_state[f"seconds-{sha}"] = None if res.seen_before else time.perf_counter() - t0
     except MissingSexError:
         answer = ask_sex(name, sha)
@@ -152,21 +155,41 @@ def show(name: str, sha: str, film_id: int) -> None:
         a, b = st.columns(2)
         a.metric("Bone age", f"{months:.1f} months")
         b.metric("Years and months", format_years_months(months))
-        pred_half = _halfwidth(film_id)
-        if pred_half:
-            st.caption(
-                f"95 % of validation films were within ±{pred_half:.1f} months of RSNA's reading at this age."
+        if case.interval_low_months is not None:
+            st.write(
+                f"**{case.interval_level:.0%} interval:** {case.interval_low_months:.0f}-"
+                f"{case.interval_high_months:.0f} months (for a single radiologist's reading)"
+            )
+        else:
+            pred_half = _halfwidth(film_id)
+            if pred_half:
+                st.caption(
+                    f"95 % of validation films were within ±{pred_half:.1f} months of RSNA's reading at this age."
+                )
+        if case.quality_flags:
+            st.warning(
+                "**Check this film:** "
+                + ", ".join(FLAG_TEXT.get(f, f) for f in case.quality_flags)
+                + ". The estimate is shown, marked for review."
             )
         chron = case.chronological_age_months
         sex = {"M": "boy", "F": "girl"}.get(case.sex or "", "unknown")
+        gp = interpret(months, chron, case.sex)
         st.write(
             f"**Sex:** {sex} · **Chronological age:** "
-            + (
-                f"{format_years_months(chron)} (bone age {months - chron:+.0f} months)"
-                if chron
-                else "not known"
-            )
+            + (f"{chron:.1f} months ({format_years_months(chron)})" if chron is not None else "not known")
         )
+        if gp.z_score is not None:
+            c1, c2, c3 = st.columns(3)
+            c1.metric("Bone age - chronological", f"{gp.bone_age_minus_ca_months:+.1f} mo")
+            c2.metric(
+                "z-score (Greulich-Pyle SD)", f"{gp.z_score:+.2f}", help=f"SD {gp.gp_sd_months:.2f} months"
+            )
+            c3.metric("Category", gp.category)
+        else:
+            st.write(f"**Category:** {gp.category} ({gp.reason})")
+        for problem in _date_problems(film_id):
+            st.caption(f"DICOM dates: {problem}")
         seg = review.segmentation(case.segmentation_id) if case.segmentation_id else None
         if case.mask_decision:
             st.write(f"**Mask:** {case.mask_decision} by {case.mask_reader}")
@@ -185,6 +208,17 @@ def show(name: str, sha: str, film_id: int) -> None:
             resources.open_case(film_id, "masks")
         if c2.button("Confirm or correct", key=f"to-log-{sha}", icon=":material/edit_note:", type="primary"):
             resources.open_case(film_id, "log")
+        resources.report_buttons(film_id, f"read-{sha}")
+    if case.chronological_age_months is not None and case.sex in ("M", "F"):
+        interval = (
+            (case.interval_low_months, case.interval_high_months)
+            if case.interval_low_months is not None
+            else None
+        )
+        st.plotly_chart(
+            bone_age_chart(case.sex, case.chronological_age_months, months, interval, case.reference_months),
+            key=f"gp-chart-{sha}",
+        )
     st.caption(
         f"Case {film_id} · pseudonymous key {case.pseudonym} · input sha256 {case.sha256[:16]}… · "
         f"model {case.model_version} (weights {str(case.weights_sha256)[:12]}…) · {case.preprocess}"
@@ -200,6 +234,21 @@ def _outline(rgb, mask):
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, (255, 255, 255), 2)
     return out
+
+
+FLAG_TEXT = {
+    "not_hand": "this may not be a hand film",
+    "inverted": "the film looks inverted (negative)",
+    "mirrored": "this looks like a right hand or a flipped film",
+    "rotated": "the film looks rotated or upside down",
+    "poor_mask": "the hand mask is doubtful",
+    "low_resolution": "the film's resolution is low",
+    "outside_age_range": "the estimate is outside the range the model was trained on",
+}
+
+
+def _date_problems(film_id: int) -> list[str]:
+    return st.session_state.get(f"date-problems-{film_id}", [])
 
 
 def _halfwidth(film_id: int) -> float | None:

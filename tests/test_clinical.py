@@ -186,3 +186,20 @@ def test_follow_up_orders_studies_and_flags_backwards_and_fast_gains() -> None:
     assert rows[3].flags == ("bone_age_decreased",)
     assert rows[4].flags == ("implausibly_fast",) and rows[4].rate == pytest.approx(59 / 12)
     assert rows[5].rate is None and rows[5].interval_months is None
+
+
+@pytest.mark.slow
+def test_the_shipped_interval_covers_87_to_93_percent_of_the_report_half(predictor, rsna_train, tmp_path):
+    """The shipped model's 90 % interval (calibrated on the tune half) on the 500 report-half films."""
+    from pathlib import Path
+
+    from boneage_core.evaluate.folder import evaluate_folder
+
+    assert predictor.interval is not None and predictor.interval.labels.endswith("rsna-val-tune.csv")
+    report = Path(__file__).resolve().parents[1] / "configs" / "splits" / "rsna-val-report.csv"
+    result = evaluate_folder(rsna_train / "images", report, tmp_path, predictor)
+    figures = result.metrics["interval"]
+    assert figures["n"] == 500 and 0.87 <= figures["coverage"] <= 0.93, figures
+    rows = result.predictions
+    assert all(r["interval_low_months"] <= r["predicted_months"] <= r["interval_high_months"] for r in rows)
+    assert {r["interval_level"] for r in rows} == {0.9}

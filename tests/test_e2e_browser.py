@@ -332,3 +332,27 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     assert row["mask_decision"] == "accepted" and row["reader"] == "dr_e2e"
     assert row["model_version"] == c.model_version and row["weights_sha256"] == c.weights_sha256
     assert film.stem not in text
+    for key in ("interval_low_months", "chronological_age_months", "z_score", "category", "quality_flags"):
+        assert key in row
+
+    # Read again: a DICOM with birth and study dates shows the interval, the chronological age, the SD,
+    # the z-score and the category, and the chart against the Greulich-Pyle band
+    from dicom_fixtures import make_dicom
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(fullres_films[6]).convert("L"))
+    dicom = data.parent / "dated-hand.dcm"
+    dicom.write_bytes(make_dicom(pixels, sex="F", birth_date="20110402", study_date="20211015"))
+    _nav(d, "Read")
+    d.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(dicom))
+    _wait(d, "//*[contains(., '90% interval')]", 180)
+    _idle(d)
+    page = d.find_element(By.TAG_NAME, "body").text
+    ca = (np.datetime64("2021-10-15") - np.datetime64("2011-04-02")).astype(int) / 30.4375
+    assert f"{ca:.1f} months" in page, page[-2000:]
+    assert "z-score (Greulich-Pyle SD)" in page and "Category" in page
+    dated = next(c for c in ReviewLog(data / "review.sqlite").cases() if c.chronological_age_months)
+    assert f"{dated.interval_low_months:.0f}-{dated.interval_high_months:.0f} months" in page
+    assert any(cat in page for cat in ("normal", "delayed", "advanced"))
+    _wait(d, "//*[@data-testid='stPlotlyChart']")
+    _shot(d, "09-read-dicom-with-dates")

@@ -483,3 +483,73 @@ def test_record_analysis_is_all_or_nothing_when_the_prediction_write_fails(log: 
         log.record_analysis(film, seg, broken)  # a known film: its second mask is not left behind either
     assert [e["kind"] for e in log.history(fid)] == ["segmentation", "prediction"]
     assert verify_log(log.path).ok
+
+
+# ------------------------------------------------------------------ the clinical reading (issue 12)
+
+
+def test_a_dicom_reading_carries_interval_age_z_flags_into_log_export_and_report(
+    log: ReviewLog, fullres_films, predictor
+):
+    """A DICOM with dates: the logged case has the calibrated interval, the chronological age and the gate's
+    flags; the export has CA, SD, z, category and flags; the report shows them. A mirrored copy is flagged."""
+    import csv
+    import io
+
+    from PIL import Image
+
+    from boneage_core.model.gate import QualityGate, orient
+    from boneage_core.review.export import CASE_FIELDS, case_rows, to_csv
+    from boneage_core.review.reading import ReadingService
+    from boneage_core.review.report import render_html, report_for_case
+
+    pixels = np.asarray(Image.open(fullres_films[5]).convert("L"))
+    upright = make_dicom(pixels, sex="M", birth_date=dt.date(2010, 5, 1), study_date=dt.date(2021, 11, 15))
+    flipped = make_dicom(
+        orient(pixels, 1), sex="M", birth_date=dt.date(2010, 5, 1), study_date=dt.date(2021, 11, 16)
+    )
+    service = ReadingService(log, predictor, segmenter=None, gate=QualityGate())
+    first = service.analyse(upright, name="hand.dcm")
+    case = first.case
+    ca = (dt.date(2021, 11, 15) - dt.date(2010, 5, 1)).days / 30.4375
+    assert case.chronological_age_months == pytest.approx(ca)
+    assert (
+        case.interval_level == 0.9
+        and case.interval_low_months < case.predicted_months < case.interval_high_months
+    )
+    assert case.interval_low_months == pytest.approx(first.prediction.interval_low_months)
+    assert case.quality_flags is not None and "mirrored" not in case.quality_flags
+    second = service.analyse(flipped, name="hand2.dcm")
+    assert "mirrored" in second.case.quality_flags
+    log.add_reading(first.film_id, case.prediction_id, "dr_a", 150.0, "distal radius")
+    rows = list(csv.DictReader(io.StringIO(to_csv(case_rows(log.cases()), CASE_FIELDS).decode())))
+    row = next(r for r in rows if r["film_sha256"] == case.sha256)
+    assert float(row["chronological_age_months"]) == pytest.approx(ca, abs=0.05)
+    assert row["category"] in ("delayed", "normal", "advanced") and row["z_score"] and row["gp_sd_months"]
+    assert float(row["bone_age_minus_ca_months"]) == pytest.approx(150.0 - ca, abs=0.05)  # the reader's age
+    assert "mirrored" in next(r for r in rows if r["film_sha256"] == second.case.sha256)["quality_flags"]
+    page = render_html(report_for_case(service, first.film_id, heatmap=False))
+    assert "corrected by dr_a" in page and "90% interval" in page and f"{ca:.1f} months" in page
+    assert verify_log(log.path).ok
+
+
+def test_follow_up_shows_one_childs_studies_oldest_first(log: ReviewLog, fullres_films):
+    from PIL import Image
+
+    from boneage_core.review.dashboard import follow_up_table
+
+    pixels = [np.asarray(Image.open(p).convert("L").resize((400, 500))) for p in fullres_films[:3]]
+    dates = [dt.date(2021, 6, 1), dt.date(2019, 6, 1), dt.date(2020, 6, 1)]
+    for px, when, months in zip(pixels, dates, (130.0, 100.0, 121.0), strict=True):
+        film = read_film(make_dicom(px, patient_id="MRN-7", birth_date=dt.date(2011, 6, 1), study_date=when))
+        log.record_analysis(film, classical_segment(film.pixels), _prediction(months))
+    other = read_film(make_dicom(pixels[0][::-1].copy(), patient_id="MRN-8"))
+    log.record_analysis(other, None, _prediction(90.0))
+    key = log.cases()[0].pseudonym
+    table = follow_up_table(log.cases(), key)
+    assert list(table["bone age (m)"]) == [100.0, 121.0, 130.0]  # by chronological age: 2019, 2020, 2021
+    assert table["chronological age (m)"].is_monotonic_increasing and len(table) == 3
+    assert table["bone-age years per year"].iloc[1] == pytest.approx(
+        21.0 / ((dt.date(2020, 6, 1) - dt.date(2019, 6, 1)).days / 30.4375)
+    )
+    assert "MRN" not in table.to_csv()

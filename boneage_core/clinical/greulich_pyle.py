@@ -58,6 +58,11 @@ def table_range(sex: str) -> tuple[float, float]:
     return points[0][0], points[-1][0]
 
 
+def normal_band(sex: str, z: float = Z_LIMIT) -> list[tuple[float, float, float]]:
+    """(CA, CA - z SD, CA + z SD) at each row of the table, months: the band of normal bone ages."""
+    return [(ca, ca - z * sd, ca + z * sd) for ca, sd in _table()[sex]]
+
+
 def gp_sd_months(chronological_age_months: float, sex: str) -> float | None:
     """The SD of skeletal age at this CA and sex, linearly interpolated; None outside the table."""
     points = _table().get(sex)

@@ -38,6 +38,7 @@ TABLE_COLUMNS = [
     "reader",
     "read_at",
     "model_version",
+    "quality_flags",
 ]
 
 
@@ -57,6 +58,7 @@ def hospital_table(cases: Sequence[Case]) -> pd.DataFrame:
             "reader": c.reader or "",
             "read_at": c.read_at,
             "model_version": c.model_version or "",
+            "quality_flags": ";".join(c.quality_flags or ()),
         }
         for c in cases
         if c.predicted_months is not None and c.reference_months is not None
@@ -93,6 +95,7 @@ def rsna_table(eval_dir: Path | str) -> tuple[pd.DataFrame, dict]:
     df["reader"] = "RSNA label"
     df["read_at"] = pd.NaT
     df["model_version"] = raw.get("model_version", pd.Series([""] * len(df))).fillna("").astype(str)
+    df["quality_flags"] = ""
     return df[TABLE_COLUMNS], meta
 
 
@@ -101,8 +104,10 @@ def filter_table(
     start: dt.date | None = None,
     end: dt.date | None = None,
     readers: Sequence[str] | None = None,
+    without_flags: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Rows read within [start, end] (whole days, UTC) and by one of ``readers`` (all when empty)."""
+    """Rows read within [start, end] (whole days, UTC), by one of ``readers`` (all when empty), and not
+    raising any of the quality flags ``without_flags``."""
     keep = np.ones(len(df), bool)
     if start is not None:
         keep &= (df["read_at"] >= pd.Timestamp(start)).to_numpy()
@@ -110,6 +115,9 @@ def filter_table(
         keep &= (df["read_at"] < pd.Timestamp(end) + pd.Timedelta(days=1)).to_numpy()
     if readers:
         keep &= df["reader"].isin(list(readers)).to_numpy()
+    if without_flags:
+        raised = df["quality_flags"].fillna("").str.split(";")
+        keep &= ~raised.map(lambda fs: bool(set(fs) & set(without_flags))).to_numpy()
     return df[keep]
 
 
@@ -250,3 +258,32 @@ def group_error_figure(summary: dict, title: str = "Mean absolute error by age b
     )
     fig.update_layout(title=title, yaxis_title="MAE (months)", height=380)
     return fig
+
+
+def follow_up_table(cases: Sequence[Case], pseudonym: str) -> pd.DataFrame:
+    """The studies of one pseudonymous child, oldest first, with gains and flags
+    (:func:`boneage_core.clinical.followup.follow_up`); the reader's age where there is one."""
+    from ..clinical.followup import Study, follow_up
+
+    mine = [c for c in cases if c.pseudonym == pseudonym and c.predicted_months is not None]
+    studies = [
+        Study(
+            str(c.film_id),
+            c.chronological_age_months,
+            c.reference_months if c.reference_months is not None else c.predicted_months,
+            c.film_created_at,
+        )
+        for c in mine
+    ]
+    rows = [
+        {
+            "case": int(r.study.key),
+            "chronological age (m)": r.study.chronological_age_months,
+            "bone age (m)": r.study.bone_age_months,
+            "gain (m)": r.bone_age_gain_months,
+            "bone-age years per year": r.rate,
+            "flags": ", ".join(r.flags),
+        }
+        for r in follow_up(studies)
+    ]
+    return pd.DataFrame(rows)

@@ -2,7 +2,9 @@
 
 Only pseudonymous keys leave: the salted pseudonym and the sha256 of the film's bytes. No names, no
 patient IDs, no dates of birth, and not the readers' free-text reasons (they could name a patient).
-Every row says which model version, weights hash and preprocessing produced its estimate.
+Every row says which model version, weights hash and preprocessing produced its estimate. The per-case
+rows carry the interval, the quality flags (";"-separated) and the Greulich-Pyle reading of the bone age
+(the reader's when there is one, else the model's) against the chronological age.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 from collections.abc import Sequence
 
 from ..clinical.bands import AGE_BANDS_YEARS, band_label
+from ..clinical.greulich_pyle import interpret
 from ..evaluate.metrics import agreement_metrics, icc_a1
 from .schema import Case
 
@@ -22,6 +25,15 @@ CASE_FIELDS = [
     "mask_decision",
     "mask_reader",
     "predicted_months",
+    "interval_low_months",
+    "interval_high_months",
+    "interval_level",
+    "chronological_age_months",
+    "bone_age_minus_ca_months",
+    "gp_sd_months",
+    "z_score",
+    "category",
+    "quality_flags",
     "reference_months",
     "error_months",
     "reading_action",
@@ -50,6 +62,10 @@ AGREEMENT_FIELDS = [
 ]
 
 
+def _num(value: float | None, digits: int):
+    return "" if value is None else round(value, digits)
+
+
 def _iso(value) -> str:
     return value.isoformat(timespec="seconds") if value else ""
 
@@ -62,6 +78,8 @@ def case_rows(cases: Sequence[Case]) -> list[dict]:
             if c.predicted_months is not None and c.reference_months is not None
             else None
         )
+        ba = c.reference_months if c.reference_months is not None else c.predicted_months
+        gp = interpret(ba, c.chronological_age_months, c.sex)
         rows.append(
             {
                 "pseudonym": c.pseudonym,
@@ -70,6 +88,15 @@ def case_rows(cases: Sequence[Case]) -> list[dict]:
                 "mask_decision": c.mask_decision or "",
                 "mask_reader": c.mask_reader or "",
                 "predicted_months": "" if c.predicted_months is None else round(c.predicted_months, 2),
+                "interval_low_months": _num(c.interval_low_months, 1),
+                "interval_high_months": _num(c.interval_high_months, 1),
+                "interval_level": _num(c.interval_level, 2),
+                "chronological_age_months": _num(c.chronological_age_months, 1),
+                "bone_age_minus_ca_months": _num(gp.bone_age_minus_ca_months, 1),
+                "gp_sd_months": _num(gp.gp_sd_months, 2),
+                "z_score": _num(gp.z_score, 2),
+                "category": gp.category,
+                "quality_flags": ";".join(c.quality_flags) if c.quality_flags is not None else "",
                 "reference_months": "" if c.reference_months is None else round(c.reference_months, 2),
                 "error_months": "" if err is None else round(err, 2),
                 "reading_action": c.reading_action or "",

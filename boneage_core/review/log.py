@@ -43,6 +43,7 @@ from .schema import (
     Base,
     FilmRow,
     MaskDecisionRow,
+    PredictionDetailRow,
     PredictionRow,
     ReadingRow,
     ReviewLogError,
@@ -116,10 +117,13 @@ class ReviewLog(LogDatabase):
         sam_sha256: str | None = None,
         origin: str = "upload",
         chronological_age_months: float | None = None,
+        quality_flags: list[str] | None = None,
+        gate_sha256: str | None = None,
     ) -> tuple[int, int | None, int | None]:
         """Film, its segmentation and its estimate in one transaction: all three are logged or none.
 
-        Returns ``(film_id, segmentation_id, prediction_id)``; the film row is reused if known.
+        The estimate's interval and the quality gate's flags (``quality_flags``, None when no gate ran)
+        go with it. Returns ``(film_id, segmentation_id, prediction_id)``; the film row is reused if known.
         """
         with self.appending() as tx:
             film_id = self._film_id(
@@ -133,6 +137,17 @@ class ReviewLog(LogDatabase):
             )
             seg_id = tx.add(self._segmentation_row(film_id, seg, sam_sha256)) if seg is not None else None
             pred_id = tx.add(self._prediction_row(film_id, pred)) if pred is not None else None
+            if pred_id is not None:
+                tx.add(
+                    PredictionDetailRow(
+                        prediction_id=pred_id,
+                        interval_low_months=getattr(pred, "interval_low_months", None),
+                        interval_high_months=getattr(pred, "interval_high_months", None),
+                        interval_level=getattr(pred, "interval_level", None),
+                        quality_flags=";".join(quality_flags) if quality_flags is not None else None,
+                        gate_sha256=gate_sha256,
+                    )
+                )
             return film_id, seg_id, pred_id
 
     def import_manifest(self, manifest: Path | str) -> int:

@@ -20,6 +20,7 @@ from .schema import (
     Case,
     FilmRow,
     MaskDecisionRow,
+    PredictionDetailRow,
     PredictionRow,
     ReadingRow,
     ReviewLogError,
@@ -147,6 +148,7 @@ class LogQueries:
             dec = _latest(s, MaskDecisionRow, "segmentation_id")
             pred = _latest(s, PredictionRow, "film_id")
             read = _latest(s, ReadingRow, "film_id")
+            details = _latest(s, PredictionDetailRow, "prediction_id")
             out = []
             for f in films:
                 sg, pr, rd = seg.get(f.id), pred.get(f.id), read.get(f.id)
@@ -177,6 +179,7 @@ class LogQueries:
                         reason=rd.reason if rd else None,
                         film_created_at=f.created_at,
                         read_at=rd.created_at if rd else None,
+                        **_details(details.get(pr.id) if pr else None),
                     )
                 )
             return out
@@ -184,6 +187,18 @@ class LogQueries:
     def readers(self) -> list[str]:
         with Session(self.engine) as s:
             return sorted(set(s.scalars(select(ReadingRow.reader))))
+
+
+def _details(d: PredictionDetailRow | None) -> dict:
+    if d is None:
+        return {}
+    flags = None if d.quality_flags is None else tuple(f for f in d.quality_flags.split(";") if f)
+    return {
+        "interval_low_months": d.interval_low_months,
+        "interval_high_months": d.interval_high_months,
+        "interval_level": d.interval_level,
+        "quality_flags": flags,
+    }
 
 
 def _latest(s: Session, model: type[Base], key: str) -> dict:

@@ -25,6 +25,7 @@ from ..errors import UnreadableFilmError
 from ..films.film import Film
 from ..films.read import read_film
 from ..films.store import FilmStore
+from ..model.gate import QualityGate
 from ..model.predictor import BoneAgePredictor, Prediction, resolve_sex
 from ..segment.classical import classical_segment
 from ..segment.result import Segmentation
@@ -69,6 +70,7 @@ class ReadingService:
         segmenter: HandSegmenter | None = None,
         sam_sha256: str | None = None,
         store: FilmStore | None = None,
+        gate: QualityGate | None = None,
     ):
         self.log = log
         self.predictor = predictor
@@ -76,6 +78,8 @@ class ReadingService:
         self.sam_sha256 = sam_sha256
         self.store = store if store is not None else FilmStore(log.path.parent / "films")
         self._encoded: str | None = None  # sha256 of the film whose embedding the segmenter holds
+        #: The quality gate run on every new film (None: no flags are recorded).
+        self.gate = gate
 
     def analyse(
         self,
@@ -96,6 +100,7 @@ class ReadingService:
         resolve_sex(sex, film)  # MissingSexError now, before any work or write
         seg = self.segment(film.pixels, film.sha256)
         pred = self.predictor.predict_film(film, sex, segmentation=seg)
+        flags = self.gate.flags(film.pixels, segmentation=seg, months=pred.months) if self.gate else None
         self.store.put(film.sha256, film.pixels)  # before the log rows: a logged film always has its pixels
         film_id, _, _ = self.log.record_analysis(
             film,
@@ -103,6 +108,8 @@ class ReadingService:
             pred,
             sam_sha256=self.sam_sha256 if seg.segmenter != "classical" else None,
             chronological_age_months=chronological_age_months,
+            quality_flags=flags,
+            gate_sha256=self.gate.sha256 if self.gate else None,
         )
         return FilmAnalysis(
             film=film,

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..clinical.ages import format_years_months
-from ..clinical.greulich_pyle import Interpretation
+from ..clinical.greulich_pyle import Interpretation, interpret
 
 NOTICE = (
     "Research use only: not a medical device, not for diagnosis. Estimated by a model trained on the RSNA "
@@ -188,3 +188,74 @@ def render_pdf(report: CaseReport) -> bytes:
     story += [table, Spacer(1, 4 * mm), Paragraph(html.escape(NOTICE), notice)]
     doc.build(story)
     return buf.getvalue()
+
+
+def report_for_case(service, film_id: int, heatmap: bool = True) -> CaseReport:
+    """The report of case ``film_id`` from the log: the latest estimate, mask and reading, the film's
+    pixels from the film store, and (``heatmap``) a Grad-CAM++ of the estimate, computed now."""
+    from ..errors import BoneAgeError
+    from .visual import heatmap_overlay, mask_overlay
+
+    log = service.log
+    case = log.latest(film_id)
+    if case is None or case.predicted_months is None:
+        raise BoneAgeError(f"case {film_id} has no estimate in the log")
+    pixels = service.pixels(film_id)
+    mask = mask_overlay(pixels, log.mask(case.segmentation_id)) if case.segmentation_id else None
+    heat = (
+        heatmap_overlay(pixels, service.predictor.explain(pixels, case.sex == "M"), 0.45) if heatmap else None
+    )
+    return CaseReport(
+        case_key=case.pseudonym,
+        film_sha256=case.sha256,
+        sex=case.sex,
+        bone_age_months=case.predicted_months,
+        interval_low_months=case.interval_low_months,
+        interval_high_months=case.interval_high_months,
+        interval_level=case.interval_level,
+        interpretation=interpret(case.predicted_months, case.chronological_age_months, case.sex),
+        quality_flags=tuple(case.quality_flags or ()),
+        model_version=case.model_version or "",
+        weights_sha256=case.weights_sha256 or "",
+        preprocess=case.preprocess or "",
+        film=pixels,
+        mask_overlay=mask,
+        heatmap_overlay=heat,
+        reading_action=case.reading_action,
+        reader_months=case.reference_months,
+        reader=case.reader,
+        reason=case.reason,
+        read_at=case.read_at,
+    )
+
+
+def add_parser(sub) -> None:
+    """``boneage report`` (registered by :mod:`boneage_core.cli`)."""
+    from pathlib import Path
+
+    r = sub.add_parser("report", help="the one-page report of a logged case (PDF or HTML)")
+    r.add_argument("--case", type=int, required=True, help="case number (the film's id in the log)")
+    r.add_argument("--db", type=Path, help="review log (default: $BONEAGE_REVIEW_DB)")
+    r.add_argument("--out", type=Path, required=True, help="report.pdf or report.html")
+    r.add_argument("--no-heatmap", action="store_true", help="leave the Grad-CAM++ thumbnail out (faster)")
+    r.set_defaults(func=_command)
+
+
+def _command(args) -> int:
+    from ..model.predictor import BoneAgePredictor
+    from ..settings import get_settings
+    from .log import ReviewLog
+    from .reading import ReadingService
+
+    log = ReviewLog(args.db or get_settings().review_db)
+    report = report_for_case(ReadingService(log, BoneAgePredictor()), args.case, heatmap=not args.no_heatmap)
+    data = (
+        render_html(report).encode("utf-8")
+        if args.out.suffix.lower() in (".html", ".htm")
+        else render_pdf(report)
+    )
+    tmp = args.out.with_name(args.out.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(args.out)
+    print(f"case {args.case} -> {args.out}")
+    return 0

@@ -33,7 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..errors import BoneAgeError
 
 #: The tables of the reading itself (films, masks, decisions, estimates, readings).
-LOG_TABLES = ("films", "segmentations", "mask_decisions", "predictions", "readings")
+LOG_TABLES = ("films", "segmentations", "mask_decisions", "predictions", "readings", "prediction_details")
 #: Tables whose every row is in the hash chain, in the order a migration chains them.
 CHAINED = (*LOG_TABLES, "log_events", "account_events")
 #: Tables that only ever grow: every chained table and the chain itself.
@@ -113,6 +113,25 @@ class PredictionRow(Base):
     weights_sha256: Mapped[str] = mapped_column(String(64))
     preprocess: Mapped[str] = mapped_column(String(200))
     loa_halfwidth_months: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class PredictionDetailRow(Base):
+    """What came with an estimate besides the number: its interval and the quality gate's flags.
+
+    A table of its own (one row per prediction) so that the rows of ``predictions`` written before it
+    existed keep the content their chain links were computed on.
+    """
+
+    __tablename__ = "prediction_details"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"), unique=True, index=True)
+    interval_low_months: Mapped[float | None] = mapped_column(Float)
+    interval_high_months: Mapped[float | None] = mapped_column(Float)
+    interval_level: Mapped[float | None] = mapped_column(Float)
+    #: The gate's flags, ";"-separated ("" when fit to read); None when no gate was run.
+    quality_flags: Mapped[str | None] = mapped_column(Text)
+    gate_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
 
 
@@ -206,3 +225,8 @@ class Case:
     reason: str | None
     film_created_at: dt.datetime
     read_at: dt.datetime | None
+    interval_low_months: float | None = None
+    interval_high_months: float | None = None
+    interval_level: float | None = None
+    #: The quality gate's flags for the estimate; None when no gate was run (older entries).
+    quality_flags: tuple[str, ...] | None = None
