@@ -11,6 +11,7 @@ from typing import Any
 
 import streamlit as st
 
+from boneage_core.errors import BoneAgeError
 from boneage_core.model.gate import QualityGate
 from boneage_core.model.predictor import BoneAgePredictor
 from boneage_core.review.accounts import Account, Accounts
@@ -139,8 +140,12 @@ def report_buttons(film_id: int, key: str) -> None:
     """'Make the report', then the PDF and HTML downloads of this case's one-page report."""
     made = st.session_state.get(f"report-{key}")
     if st.button("Make the report", key=f"make-report-{key}", icon=":material/description:"):
-        with st.spinner("Writing the report (with its heatmap)..."):
-            made = make_report(film_id)
+        try:
+            with st.spinner("Writing the report (with its heatmap)..."):
+                made = make_report(film_id)
+        except BoneAgeError as exc:
+            st.error(f"No report for case {film_id}: {exc}")
+            return
         st.session_state[f"report-{key}"] = made
     if made:
         d1, d2 = st.columns(2)

@@ -61,7 +61,6 @@ with right:
             "**Quality flags:** " + ", ".join(case.quality_flags) + " (check the film before reading it)"
         )
     st.caption(f"Model {case.model_version} · weights {str(case.weights_sha256)[:12]}… · {case.preprocess}")
-    resources.report_buttons(film_id, f"log-{film_id}")
     reader = resources.reader()  # the signed-in account: the reading is logged under it
     with st.form("reading"):
         action = st.radio(
@@ -94,6 +93,9 @@ with right:
                 st.rerun()
             except BoneAgeError as exc:
                 st.error(str(exc))
+
+with right:
+    resources.report_buttons(film_id, f"log-{film_id}")
 
 follow = dash.follow_up_table(list(cases.values()), case.pseudonym)
 if len(follow) > 1:

@@ -54,16 +54,30 @@ def test_ensemble_weights_are_a_weighted_mean_and_bad_weights_are_refused():
             EnsembleNet([("tf_efficientnet_lite0", 64), ("tf_efficientnet_lite0", 96)], bad)
 
 
-def test_shipped_ensemble_written_before_weights_loads_uniform_with_its_hash_unchanged():
-    path = REPO / "assets" / "models" / "boneage-lite0-ens.pt"
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    if "member_weights" in raw["state_dict"]:
-        pytest.skip("the shipped ensemble already carries its weights")
-    loaded = load_checkpoint(path)
-    n = len(loaded.net.members)
-    assert loaded.net.member_weights.tolist() == pytest.approx([1 / n] * n)
-    from boneage_core.model.checkpoint import weights_sha256
+def test_an_ensemble_written_before_weights_loads_uniform_with_its_hash_unchanged(tmp_path: Path):
+    """Checkpoints of 0.2.0 and earlier have no ``member_weights`` buffer: they load as equal weights, and
+    their weights hash (the provenance every logged estimate names) is unchanged."""
+    from boneage_core.model.checkpoint import ModelMeta, save_checkpoint, weights_sha256
+    from boneage_core.model.net import ENSEMBLE_ARCH
+    from boneage_core.model.transforms import PreprocessConfig
 
+    torch.manual_seed(0)
+    ens = EnsembleNet([("tf_efficientnet_lite0", 64), ("tf_efficientnet_lite0", 96)])
+    meta = ModelMeta(
+        version="old",
+        arch=ENSEMBLE_ARCH,
+        preprocess=PreprocessConfig(input_size=299).to_dict(),
+        training={
+            "members": [{"arch": "tf_efficientnet_lite0", "preprocess": {"input_size": s}} for s in (64, 96)]
+        },
+    )
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, ens, meta)
+    raw = torch.load(path, map_location="cpu", weights_only=False)
+    del raw["state_dict"]["member_weights"]  # as the old files were written
+    torch.save(raw, path)
+    loaded = load_checkpoint(path)
+    assert loaded.net.member_weights.tolist() == pytest.approx([0.5, 0.5])
     assert loaded.weights_sha256 == weights_sha256(raw["state_dict"])
 
 

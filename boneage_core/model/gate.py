@@ -6,8 +6,9 @@ right hand, or a flipped film), ``rotated`` (90 degrees or more, upside down inc
 
 The orientation, inversion and not-hand checks come from :class:`GateNet`, a small CNN trained on the
 RSNA training films themselves (``boneage train-gate``, :mod:`boneage_core.training.gate`): flipped,
-inverted and rotated copies make free labels. ``not_hand`` is the Mahalanobis distance of the network's
-features from those of the training films, beyond the threshold chosen on the tune half.
+inverted and rotated copies make free labels. ``not_hand``: the Mahalanobis distance of the network's
+features from those of the training films is beyond its threshold, or the orientation head is less sure
+of any orientation than nearly every hand film is (both thresholds chosen on the tune half).
 
 Input convention: ``pixels`` (H, W) uint8, bone bright, as :func:`boneage_core.films.read.read_film`
 returns; the network reads it stretched to ``GATE_SIDE`` x ``GATE_SIDE`` (as the training copies are).
@@ -113,7 +114,11 @@ class QualityGate:
         self.meta = payload["meta"]
         self.mean = torch.tensor(payload["meta"]["feature_mean"], dtype=torch.float64)
         self.precision = torch.tensor(payload["meta"]["feature_precision"], dtype=torch.float64)
-        self.threshold = float(payload["meta"]["not_hand_threshold"])
+        #: (largest feature distance, smallest orientation confidence) of a hand film.
+        self.thresholds = (
+            float(payload["meta"]["not_hand_threshold"]),
+            float(payload["meta"].get("min_orientation_confidence", 0.0)),
+        )
         self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     @torch.no_grad()
@@ -132,18 +137,19 @@ class QualityGate:
 
     def flags(self, pixels: np.ndarray, segmentation=None, months: float | None = None) -> list[str]:
         """The quality flags of one film (a list in ``QUALITY_FLAGS`` order; empty when fit to read)."""
-        return flags_from(self.read([pixels])[0], self.threshold, pixels.shape, segmentation, months)
+        return flags_from(self.read([pixels])[0], self.thresholds, pixels.shape, segmentation, months)
 
 
 def flags_from(
     reading: GateReading,
-    threshold: float,
+    thresholds: tuple[float, float],
     shape: tuple[int, int],
     segmentation=None,
     months: float | None = None,
 ) -> list[str]:
+    """The flags of one reading; ``thresholds`` = (largest distance, smallest orientation confidence)."""
     found = set()
-    if reading.distance > threshold:
+    if reading.distance > thresholds[0] or reading.p_orientation < thresholds[1]:
         found.add("not_hand")
     if reading.p_inverted > 0.5:
         found.add("inverted")

@@ -4,7 +4,8 @@ Free labels: each training film (the validation split excluded) is shown upright
 0-3 quarter turns (8 orientation classes), and inverted a quarter of the time, after a small random
 affine warp and contrast change. The features of the upright training films give the mean and the
 (Ledoit-Wolf) covariance of the ``not_hand`` distance; its threshold is the 99.5th percentile of the
-distances of the tune half's films. :func:`measure_gate` then counts how often each flag fires on all
+distances of the tune half's films, together with the 0.5th percentile of the orientation head's
+confidence there (a picture that is not a hand has no orientation the network is sure of). :func:`measure_gate` then counts how often each flag fires on all
 training films and on the report half, and how often it catches mirrored, inverted, rotated and
 non-hand images built from the report half and from pictures that are not hand films.
 """
@@ -116,9 +117,6 @@ def train_gate(
     from sklearn.covariance import LedoitWolf
 
     cov = LedoitWolf().fit(feats)
-    tune_ids = list(read_labels(tune))
-    tune_d = _distances(net, load_films(images, tune_ids), cov.location_, cov.precision_)
-    threshold = float(np.percentile(tune_d, 99.5))
     meta = {
         "width": width,
         "side": GATE_SIDE,
@@ -129,15 +127,57 @@ def train_gate(
         "excluded": str(exclude),
         "feature_mean": cov.location_.tolist(),
         "feature_precision": cov.precision_.tolist(),
-        "not_hand_threshold": threshold,
-        "not_hand_threshold_rule": f"99.5th percentile of the distances of the {len(tune_ids)} films of {tune}",
     }
+    meta.update(not_hand_thresholds(net, meta, images, tune))
+    _save(out, net, meta)
+    log(
+        f"-> {out} (not_hand: distance > {meta['not_hand_threshold']:.2f} or orientation confidence "
+        f"< {meta['min_orientation_confidence']:.3f})"
+    )
+    return meta
+
+
+def not_hand_thresholds(net: GateNet, meta: dict, images: Path, tune: Path) -> dict:
+    """The ``not_hand`` thresholds, both from the upright films of ``tune``: the 99.5th percentile of
+    the feature distance, and the 0.5th percentile of the orientation network's confidence (a picture
+    that is not a hand has no orientation the network is sure of)."""
+    tune_ids = list(read_labels(tune))
+    films = load_films(images, tune_ids)
+    mean, precision = np.asarray(meta["feature_mean"]), np.asarray(meta["feature_precision"])
+    dist = _distances(net, films, mean, precision)
+    with torch.no_grad():
+        conf = np.concatenate(
+            [
+                net(to_tensor(films[i : i + 512]))[0].softmax(1).max(1).values.numpy()
+                for i in range(0, len(films), 512)
+            ]
+        )
+    return {
+        "not_hand_threshold": float(np.percentile(dist, 99.5)),
+        "min_orientation_confidence": float(np.percentile(conf, 0.5)),
+        "not_hand_threshold_rule": (
+            f"99.5th percentile of the distances and 0.5th percentile of the orientation confidence of the "
+            f"{len(tune_ids)} films of {tune}"
+        ),
+    }
+
+
+def recalibrate(gate_path: Path, images: Path, tune: Path) -> dict:
+    """Recompute the ``not_hand`` thresholds of a trained gate in place (the network is unchanged)."""
+    payload = torch.load(gate_path, map_location="cpu", weights_only=False)
+    net = GateNet(payload["meta"]["width"])
+    net.load_state_dict(payload["state_dict"])
+    net.eval()
+    payload["meta"].update(not_hand_thresholds(net, payload["meta"], images, tune))
+    _save(gate_path, net, payload["meta"])
+    return payload["meta"]
+
+
+def _save(out: Path, net: GateNet, meta: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     torch.save({"meta": meta, "state_dict": net.state_dict()}, tmp)
     tmp.replace(out)
-    log(f"-> {out} (not_hand threshold {threshold:.2f})")
-    return meta
 
 
 @torch.no_grad()
@@ -177,7 +217,7 @@ EXPECTED = {
 def flag_rates(gate: QualityGate, films: list[np.ndarray]) -> dict[str, float]:
     """Share of ``films`` raising each flag of the gate's network, and raising any."""
     readings = [r for i in range(0, len(films), 256) for r in gate.read(films[i : i + 256])]
-    flags = [flags_from(r, gate.threshold, (299, 299)) for r in readings]
+    flags = [flags_from(r, gate.thresholds, (299, 299)) for r in readings]
     names = ("not_hand", "inverted", "mirrored", "rotated")
     rates = {n: float(np.mean([n in f for f in flags])) for n in names}
     rates["any"] = float(np.mean([bool(f) for f in flags]))
@@ -185,7 +225,7 @@ def flag_rates(gate: QualityGate, films: list[np.ndarray]) -> dict[str, float]:
 
 
 def measure_gate(
-    gate: QualityGate, images: Path, labels: Path, report: Path, nonhand: list[np.ndarray]
+    gate: QualityGate, images: Path, labels: Path, report: Path, nonhand: dict[str, list[np.ndarray]]
 ) -> dict:
     """Flag rates on all films of ``labels`` and on ``report``; detection rates of each challenge set
     made from the report films, and of ``nonhand`` (pictures that are not hand films)."""
@@ -207,8 +247,12 @@ def measure_gate(
             "detected": rates[EXPECTED[name]],
             **rates,
         }
-    rates = flag_rates(gate, nonhand)
-    detection["not_hand"] = {"n": len(nonhand), "flag": "not_hand", "detected": rates["not_hand"], **rates}
+    pictures = [img for imgs in nonhand.values() for img in imgs]
+    rates = flag_rates(gate, pictures)
+    detection["not_hand"] = {"n": len(pictures), "flag": "not_hand", "detected": rates["not_hand"], **rates}
+    for kind, imgs in nonhand.items():
+        rates = flag_rates(gate, imgs)
+        detection[f"not_hand:{kind}"] = {"n": len(imgs), "flag": "not_hand", "detected": rates["not_hand"], **rates}
     out["detection"] = detection
     return out
 
@@ -228,6 +272,11 @@ def add_parser(sub) -> None:
     g.add_argument("--metrics", type=Path, help="write the measured rates here (JSON)")
     g.add_argument("--epochs", type=int, default=8)
     g.add_argument("--measure-only", action="store_true", help="measure the gate at --out, do not train")
+    g.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="with --measure-only: first recompute the not_hand thresholds on --tune",
+    )
     g.set_defaults(func=_command)
 
 
@@ -238,8 +287,9 @@ def _command(args) -> int:
 
     if not args.measure_only:
         train_gate(args.images, args.labels, args.exclude, args.tune, args.out, epochs=args.epochs)
-    nonhand = [img for imgs in nonhand_images().values() for img in imgs]
-    figures = measure_gate(QualityGate(args.out), args.images, args.labels, args.report, nonhand)
+    elif args.recalibrate:
+        recalibrate(args.out, args.images, args.tune)
+    figures = measure_gate(QualityGate(args.out), args.images, args.labels, args.report, nonhand_images())
     text = json.dumps(figures, indent=2)
     print(text)
     if args.metrics:
