@@ -180,12 +180,16 @@ def show(name: str, sha: str, film_id: int) -> None:
             + (f"{chron:.1f} months ({format_years_months(chron)})" if chron is not None else "not known")
         )
         if gp.z_score is not None:
-            c1, c2, c3 = st.columns(3)
-            c1.metric("Bone age - chronological", f"{gp.bone_age_minus_ca_months:+.1f} mo")
-            c2.metric(
-                "z-score (Greulich-Pyle SD)", f"{gp.z_score:+.2f}", help=f"SD {gp.gp_sd_months:.2f} months"
+            c1, c2 = st.columns(2)
+            c1.metric(
+                "BA - CA", f"{gp.bone_age_minus_ca_months:+.1f} mo", help="Bone age minus chronological age"
             )
-            c3.metric("Category", gp.category)
+            c2.metric(
+                "z-score",
+                f"{gp.z_score:+.2f}",
+                help=f"(BA - CA) / {gp.gp_sd_months:.2f} months, the Greulich-Pyle SD at this age and sex",
+            )
+            st.write(f"**Category:** {gp.category} (delayed below -2 SD, advanced above +2 SD)")
         else:
             st.write(f"**Category:** {gp.category} ({gp.reason})")
         for problem in _date_problems(film_id):
@@ -239,7 +243,7 @@ def _outline(rgb, mask):
 FLAG_TEXT = {
     "not_hand": "this may not be a hand film",
     "inverted": "the film looks inverted (negative)",
-    "mirrored": "this looks like a right hand or a flipped film",
+    "mirrored": "this looks like a right hand, a flipped film or an AP view (thumb on the left)",
     "rotated": "the film looks rotated or upside down",
     "poor_mask": "the hand mask is doubtful",
     "low_resolution": "the film's resolution is low",
