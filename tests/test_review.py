@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import multiprocessing as mp
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,22 +150,32 @@ def test_filters_by_reader_and_date(log: ReviewLog, films):
     assert log.cases(end=now - dt.timedelta(days=1)) == []
 
 
-def _writer(path: str, reader: str, fid: int, pid: int, n: int) -> None:
-    log = ReviewLog(path)
-    for i in range(n):
-        log.add_reading(fid, pid, reader=reader, months=100 + i % 10, reason=f"r{i}")
+_WRITER = """
+import sys
+from boneage_core.review.log import ReviewLog
+path, reader, fid, pid, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+log = ReviewLog(path)
+for i in range(n):
+    log.add_reading(fid, pid, reader=reader, months=100 + i % 10, reason=f"r{i}")
+"""
 
 
 def test_two_readers_at_once_lose_nothing(log: ReviewLog, films):
     fid = log.record_film(films[0])
     pid = log.add_prediction(fid, _prediction(100))
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(log.path), r, fid, pid, 40)) for r in ("dr_a", "dr_b")]
+    # Two separate interpreters (not multiprocessing's spawn, which re-runs whatever module is __main__:
+    # after the AppTest tests that is the Streamlit app's script).
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(log.path), r, str(fid), str(pid), "40"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in ("dr_a", "dr_b")
+    ]
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(300)  # each spawned writer imports the package first: slow on a loaded 2-core machine
-        assert p.exitcode == 0, f"writer exit code {p.exitcode} (None: still running after 300 s)"
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
     readings = [e for e in log.history(fid) if e["kind"].startswith("reading")]
     assert len(readings) == 80
     assert sorted({e["reader"] for e in readings}) == ["dr_a", "dr_b"]
