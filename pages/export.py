@@ -17,7 +17,7 @@ resources.require_admin()
 st.title("Export")
 review = resources.review_log()
 st.caption(
-    "Cases are known by a salted pseudonymous key and the sha256 of the film's bytes. No names, patient "
+    "Cases are known by a keyed pseudonymous key (HMAC under the site secret) and the sha256 of the film's bytes. No names, patient "
     "IDs, dates of birth or free-text reasons leave the log. Every row names the model version, weights "
     "hash and preprocessing behind its estimate."
 )

@@ -4,7 +4,7 @@
 * ``film``: the ``Film`` and ``FilmMetadata`` types (pixels ``(H, W) uint8``, bone bright on dark);
 * ``sniff``, ``raster``, ``dicom``, ``pixels``: the type from the leading bytes, the decoders, the size
   limits and grey-level windows they share;
-* ``metadata``, ``pseudonym``: sex, dates and ages from the header, and the salted pseudonymous key;
+* ``metadata``, ``pseudonym``: sex, dates and ages from the header, and the keyed (HMAC, site secret) pseudonymous key;
 * ``store``: the pixels of logged films; ``labels``: label tables; ``folder``: film ids and folder listings.
 
 May import: ``boneage_core.errors`` and ``boneage_core.settings`` only (no masks, models or review log).

@@ -25,7 +25,7 @@ class FilmMetadata:
     study_date: dt.date | None
     #: Age at the study in months (30.4375-day months), from the two dates, else from DICOM PatientAge.
     chronological_age_months: float | None
-    #: 16 hex chars of a salted sha256 of PatientID + PatientName, else of the pixel content.
+    #: 16 hex chars of an HMAC-SHA256 (site secret) of PatientID + PatientName, else of the pixel content.
     pseudonym: str
     #: "dicom", "png", "jpeg" or "tiff".
     source_format: str

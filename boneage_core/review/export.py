@@ -1,6 +1,6 @@
 """Exports of the review log: per-case rows and agreement statistics, as CSV bytes.
 
-Only pseudonymous keys leave: the salted pseudonym and the sha256 of the film's bytes. No names, no
+Only pseudonymous keys leave: the keyed pseudonym (HMAC under the site secret) and the sha256 of the film's bytes. No names, no
 patient IDs, no dates of birth, and not the readers' free-text reasons (they could name a patient).
 Every row says which model version, weights hash and preprocessing produced its estimate. The per-case
 rows carry the interval, the quality flags (";"-separated) and the Greulich-Pyle reading of the bone age
