@@ -223,7 +223,7 @@ def test_missing_or_odd_values(film: np.ndarray) -> None:
     assert meta.laterality is None
 
 
-def test_pseudonym_is_a_salted_hash(film: np.ndarray) -> None:
+def test_pseudonym_is_a_keyed_hash(film: np.ndarray) -> None:
     name, pid = "Smith^Alice", "MRN123456"
     meta = read_film(make_dicom(film, patient_name=name, patient_id=pid)).meta
     assert len(meta.pseudonym) == 16 and int(meta.pseudonym, 16) >= 0
