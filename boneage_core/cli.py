@@ -125,7 +125,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .errors import BoneAgeError
     from .films.read import read_film
     from .model.gate import QualityGate
-    from .model.record import estimate_record, interpretation
+    from .model.record import estimate_record
 
     predictor = _predictor(args)
     gate = QualityGate()
@@ -144,7 +144,6 @@ def _predict(args: argparse.Namespace) -> int:
             else:
                 print(f"{path}: error: {e}", file=sys.stderr)
             continue
-        gp = interpretation(film, pred, given_age)
         flags = gate.flags(film.pixels, months=pred.months)
         record = {"file": str(path), **estimate_record(film, pred, given_age, flags)}
         if args.heatmap:
@@ -163,7 +162,8 @@ def _predict(args: argparse.Namespace) -> int:
                 pm = f", {pred.interval_level:.0%} interval {pred.interval_low_months:.0f}-{pred.interval_high_months:.0f}"
             else:
                 pm = f" +/- {pred.loa_halfwidth_months:.0f}" if pred.loa_halfwidth_months else ""
-            cat = f"  z {gp.z_score:+.1f} ({gp.category})" if gp.z_score is not None else f"  ({gp.category})"
+            z, category = record["z_score"], record["category"]
+            cat = f"  z {z:+.1f} ({category})" if z is not None else f"  ({category})"
             cat += f"  flags: {', '.join(flags)} (review)" if flags else ""
             line = (
                 f"{path}: {pred.years_months} ({pred.months:.1f} months{pm})  sex {pred.sex} ({pred.sex_source})"

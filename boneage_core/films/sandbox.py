@@ -53,8 +53,7 @@ class DecoderSandbox:
     def decode(self, data: bytes) -> Decoded:
         """Decode ``data`` in the worker. Raises UnreadableFilmError (or a subclass) for any failure."""
         with self._lock:
-            fresh = self._proc is None or self._proc.poll() is not None or self._owner != os.getpid()
-            proc = self._worker()
+            proc, fresh = self._worker()
             try:
                 header, pixels = self._exchange(proc, data, 10.0 if fresh else 0.0)
             except UnreadableFilmError:
@@ -78,11 +77,12 @@ class DecoderSandbox:
 
     # ------------------------------------------------------------------------------------- the worker
 
-    def _worker(self) -> subprocess.Popen[bytes]:
+    def _worker(self) -> tuple[subprocess.Popen[bytes], bool]:
+        """The running worker, started now if needed, and whether it was just started."""
         if self._owner != os.getpid():  # forked: the pipes belong to the parent's worker
             self._proc, self._owner = None, os.getpid()
         if self._proc is not None and self._proc.poll() is None:
-            return self._proc
+            return self._proc, False
         package_root = str(Path(__file__).resolve().parents[2])
         env = {
             **os.environ,
@@ -105,7 +105,7 @@ class DecoderSandbox:
             env=env,
             close_fds=True,
         )
-        return self._proc
+        return self._proc, True
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None

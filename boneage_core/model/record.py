@@ -6,7 +6,7 @@ are stable.
 
 from __future__ import annotations
 
-from ..clinical.greulich_pyle import Interpretation, interpret
+from ..clinical.greulich_pyle import interpret
 from ..films.film import Film
 from .predictor import Prediction
 
@@ -20,7 +20,7 @@ def estimate_record(
     """JSON-ready dict of ``pred`` on ``film``; ``given_age_months`` overrides the header's age;
     ``quality_flags`` are the gate's (:mod:`boneage_core.model.gate`), None when no gate was run."""
     ca = given_age_months if given_age_months is not None else film.meta.chronological_age_months
-    gp = interpretation(film, pred, given_age_months)
+    gp = interpret(pred.months, ca, pred.sex)
     return {
         **pred.to_dict(),
         "chronological_age_months": _r(ca, 1),
@@ -38,11 +38,6 @@ def estimate_record(
         "quality_flags": quality_flags,
         "input_sha256": film.sha256,
     }
-
-
-def interpretation(film: Film, pred: Prediction, given_age_months: float | None = None) -> Interpretation:
-    ca = given_age_months if given_age_months is not None else film.meta.chronological_age_months
-    return interpret(pred.months, ca, pred.sex)
 
 
 def _r(value: float | None, digits: int) -> float | None:

@@ -229,10 +229,9 @@ def measure_gate(
 ) -> dict:
     """Flag rates on all films of ``labels`` and on ``report``; detection rates of each challenge set
     made from the report films, and of ``nonhand`` (pictures that are not hand films)."""
-    import cv2 as _cv2
 
     def read_all(ids):
-        return [_cv2.imread(str(images / f"{i}.jpg"), _cv2.IMREAD_GRAYSCALE) for i in ids]
+        return [cv2.imread(str(images / f"{i}.jpg"), cv2.IMREAD_GRAYSCALE) for i in ids]
 
     all_ids, report_ids = list(read_labels(labels)), list(read_labels(report))
     out = {"all_training_films": {"n": len(all_ids), **flag_rates(gate, read_all(all_ids))}}
@@ -252,7 +251,12 @@ def measure_gate(
     detection["not_hand"] = {"n": len(pictures), "flag": "not_hand", "detected": rates["not_hand"], **rates}
     for kind, imgs in nonhand.items():
         rates = flag_rates(gate, imgs)
-        detection[f"not_hand:{kind}"] = {"n": len(imgs), "flag": "not_hand", "detected": rates["not_hand"], **rates}
+        detection[f"not_hand:{kind}"] = {
+            "n": len(imgs),
+            "flag": "not_hand",
+            "detected": rates["not_hand"],
+            **rates,
+        }
     out["detection"] = detection
     return out
 
