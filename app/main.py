@@ -20,14 +20,15 @@ PAGES = APP.parent / "pages"
 
 st.set_page_config(page_title="Bone age", page_icon=":bone:", layout="wide")
 account = resources.account()
+resources.sync_cookie()
 if account is None:
     login.screen()
     st.stop()
 resources.PAGES.update(
     {
         "read": st.Page(PAGES / "read.py", title="Read", icon=":material/radiology:", default=True),
+        "worklist": st.Page(PAGES / "worklist.py", title="Worklist", icon=":material/checklist:"),
         "masks": st.Page(PAGES / "masks.py", title="Masks", icon=":material/back_hand:"),
-        "log": st.Page(PAGES / "log.py", title="Log", icon=":material/edit_note:"),
         "dashboards": st.Page(PAGES / "dashboards.py", title="Dashboards", icon=":material/monitoring:"),
     }
 )

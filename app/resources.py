@@ -19,6 +19,7 @@ from boneage_core.review.intake import UploadBudget
 from boneage_core.review.log import ReviewLog
 from boneage_core.review.reading import ReadingService
 from boneage_core.review.report import render_html, render_pdf, report_for_case
+from boneage_core.review.sessions import SessionTokens
 from boneage_core.segment.segmenter import HandSegmenter
 from boneage_core.settings import get_settings
 
@@ -84,23 +85,71 @@ def accounts() -> Accounts:
     return _accounts(str(get_settings().review_db))
 
 
+#: The cookie that carries this browser's session token across a page reload (SameSite=Strict).
+SESSION_COOKIE = "boneage_session"
+
+
+@st.cache_resource(show_spinner=False)
+def session_tokens() -> SessionTokens:
+    """The sign-in tokens of this process (a reload signs back in; an app restart does not)."""
+    return SessionTokens(hours=get_settings().session_hours)
+
+
 def sign_in(name: str) -> None:
     """Start this browser session as the account ``name`` (already authenticated)."""
     st.session_state.clear()  # nothing of a previous session's films or forms carries over
     st.session_state["account_name"] = name
+    token = session_tokens().issue(name)
+    st.session_state["_session_token"] = token
+    st.session_state["_cookie"] = token  # written into the browser by the next run (sync_cookie)
 
 
 def sign_out() -> None:
+    session_tokens().revoke(st.session_state.get("_session_token") or _cookie_token())
     st.session_state.clear()
+    st.session_state["_cookie"] = ""  # the next run clears the browser's cookie
+    st.session_state["_signed_out"] = True  # and the cookie sent with this connection is not used again
+
+
+def _cookie_token() -> str | None:
+    try:
+        token = st.context.cookies.get(SESSION_COOKIE)
+    except Exception:  # no browser request behind this run (AppTest)
+        return None
+    return token if isinstance(token, str) else None
+
+
+def sync_cookie() -> None:
+    """Write or clear the session cookie in the browser when sign-in or sign-out asked for it."""
+    token = st.session_state.pop("_cookie", None)
+    if token is None:
+        return
+    age = int(get_settings().session_hours * 3600) if token else 0
+    st.html(
+        f"<script>document.cookie = '{SESSION_COOKIE}={token}; path=/; max-age={age}; SameSite=Strict';"
+        "</script>",
+        unsafe_allow_javascript=True,
+        width="content",
+    )
 
 
 def account() -> Account | None:
-    """The signed-in account, looked up again on every run: a disabled account is signed out at once."""
+    """The signed-in account, looked up again on every run: a disabled account is signed out at once.
+
+    After a page reload the browser's session cookie signs the new session back in, as the same account.
+    """
     name = st.session_state.get("account_name")
+    if not name and not st.session_state.get("_signed_out"):
+        token = _cookie_token()
+        name = session_tokens().resolve(token)
+        if name:
+            st.session_state["account_name"] = name
+            st.session_state["_session_token"] = token
     if not name:
         return None
     acc = accounts().get(name)
     if acc is None or not acc.active:
+        session_tokens().revoke_account(name)
         sign_out()
         return None
     return acc
@@ -131,7 +180,7 @@ def upload_budget() -> UploadBudget:
 
 
 def open_case(film_id: int, page: str) -> None:
-    """Go to ``page`` ("masks" or "log") with this film selected."""
+    """Go to ``page`` ("worklist" or "masks") with this film open."""
     st.session_state["focus_film"] = int(film_id)
     st.switch_page(PAGES[page])
 

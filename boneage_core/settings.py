@@ -67,6 +67,8 @@ class Settings:
     max_session_files: int = 200
     #: Total bytes of the films one browser session of the app may read.
     max_session_bytes: int = 2 * 1024**3
+    #: Hours a signed-in browser stays signed in without use (a page reload keeps it signed in).
+    session_hours: float = 12.0
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -102,4 +104,5 @@ def get_settings() -> Settings:
         decode_timeout_s=float(os.environ.get("BONEAGE_DECODE_TIMEOUT_S", base.decode_timeout_s)),
         max_session_files=int(os.environ.get("BONEAGE_MAX_SESSION_FILES", base.max_session_files)),
         max_session_bytes=int(os.environ.get("BONEAGE_MAX_SESSION_BYTES", base.max_session_bytes)),
+        session_hours=float(os.environ.get("BONEAGE_SESSION_HOURS", base.session_hours)),
     )

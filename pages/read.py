@@ -10,14 +10,15 @@ import logging
 import time
 from pathlib import Path
 
+import case_panel
 import resources
 import streamlit as st
 
-from boneage_core.clinical.ages import format_years_months, parse_age
-from boneage_core.clinical.greulich_pyle import interpret
+from boneage_core.clinical.ages import parse_age
 from boneage_core.errors import BoneAgeError, MissingSexError
-from boneage_core.review.charts import bone_age_chart
+from boneage_core.review.viewer import outline
 from boneage_core.review.visual import display_copy, heatmap_overlay, mask_overlay
+from boneage_core.review.worklist import case_label
 from boneage_core.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "assets" / "samples"
@@ -26,7 +27,8 @@ log = logging.getLogger("boneage.app")
 st.title("Read films")
 svc = resources.service()
 review = svc.log
-results: dict[str, int] = st.session_state.setdefault("read_results", {})  # sha256 -> film id
+# sha256 -> (film id, file name): everything read in this browser session, kept when the page is left
+results: dict[str, tuple[int, str]] = st.session_state.setdefault("read_results", {})
 
 uploads = st.file_uploader(
     "Hand films (DICOM, PNG, JPEG; the type is read from the bytes)",
@@ -54,36 +56,62 @@ if entries:
     )
 
 
-def ask_sex(name: str, sha: str) -> tuple[str, float | None] | None:
-    """Form for a film without sex in its header; returns (sex, chronological age) once submitted."""
+def ask_sex(pending: list[tuple[str, str]]) -> None:
+    """One form for every film of the batch without sex in its header: one answer for all of them, or
+    film by film; the chronological age (optional) per film. Sets ``given-<sha>`` and reruns."""
+    names = ", ".join(f"**{name}**" for name, _ in pending)
+    many = len(pending) > 1
     st.warning(
-        f"**{name}**: the film does not say the patient's sex; bone-age standards differ for girls and boys."
+        f"{names}: the film{'s do' if many else ' does'} not say the patient's sex; bone-age standards "
+        "differ for girls and boys."
     )
-    with st.form(f"sex-{sha}"):
+    with st.form("sex-batch"):
         sex = st.radio(
-            "Sex",
+            f"Sex of all {len(pending)} films" if many else "Sex",
             ["F", "M"],
             index=None,
             horizontal=True,
-            key=f"sex-{sha}",
-            format_func=lambda s: {"F": "Girl (F)", "M": "Boy (M)"}[s],
+            key="sex-batch",
+            format_func=SEX_LABEL.get,
         )
-        age_text = st.text_input(
-            "Chronological age (optional: months, or years and months like 10y 6m)", key=f"chron-{sha}"
-        )
+        each: dict[str, tuple[str | None, str]] = {}
+        for name, sha in pending:
+            cols = st.columns([2, 1, 2]) if many else [st.container(), None, st.container()]
+            cols[0].write(name)
+            own = (
+                cols[1].selectbox(
+                    "Sex", ["as above", "F", "M"], key=f"sex-{sha}", format_func=lambda s: SEX_LABEL.get(s, s)
+                )
+                if many
+                else "as above"
+            )
+            age = cols[2].text_input(
+                "Chronological age (optional: months, or years and months like 10y 6m)", key=f"chron-{sha}"
+            )
+            each[sha] = (None if own == "as above" else own, age)
         if not st.form_submit_button("Estimate bone age"):
-            return None
-    if sex is None:
-        st.error("Choose the sex first.")
-        return None
-    try:
-        return sex, (parse_age(age_text) if age_text.strip() else None)
-    except BoneAgeError as exc:
-        st.error(str(exc))
-        return None
+            return
+    answers = {}
+    for name, sha in pending:
+        own, age_text = each[sha]
+        if (own or sex) is None:
+            st.error(f"Choose the sex of **{name}** first.")
+            return
+        try:
+            answers[sha] = (own or sex, parse_age(age_text) if age_text.strip() else None)
+        except BoneAgeError as exc:
+            st.error(f"**{name}**: {exc}")
+            return
+    for sha, answer in answers.items():
+        st.session_state[f"given-{sha}"] = answer
+    st.rerun()
 
 
-def analyse(name: str, data: bytes, sha: str) -> None:
+SEX_LABEL = {"F": "Girl (F)", "M": "Boy (M)"}
+
+
+def analyse(name: str, data: bytes, sha: str) -> bool:
+    """Read one film into the log; False when it waits for the reader to give its sex."""
     given = st.session_state.get(f"given-{sha}")
     try:
         t0 = time.perf_counter()
@@ -94,19 +122,22 @@ def analyse(name: str, data: bytes, sha: str) -> None:
                 sex=given[0] if given else None,
                 chronological_age_months=given[1] if given else None,
             )
-        results[sha] = res.film_id
+        results[sha] = (res.film_id, name)
         st.session_state[f"date-problems-{res.film_id}"] = list(res.film.meta.date_problems)
         st.session_state[f"seconds-{sha}"] = None if res.seen_before else time.perf_counter() - t0
     except MissingSexError:
-        answer = ask_sex(name, sha)
-        if answer is not None:
-            st.session_state[f"given-{sha}"] = answer
-            st.rerun()
+        return False
     except BoneAgeError as exc:
-        st.error(f"**{name}**: {exc}")
+        st.error(f"**{name}**: {_without_name(str(exc), name)}")
     except Exception as exc:  # keep the app up; the log was not written (one transaction)
         log.exception("analysis of %s failed", name)
         st.error(f"**{name}** could not be processed ({type(exc).__name__}: {exc}). Nothing was logged.")
+    return True
+
+
+def _without_name(message: str, name: str) -> str:
+    """The error's text without the file name it may start with (the page shows the name already)."""
+    return message[len(name) + 2 :] if message.startswith(f"{name}: ") else message
 
 
 def show(name: str, sha: str, film_id: int) -> None:
@@ -146,109 +177,33 @@ def show(name: str, sha: str, film_id: int) -> None:
         image = (
             mask_overlay(image if image.ndim == 2 else image.mean(axis=2).astype("uint8"), mask > 0)
             if not heat_on
-            else _outline(image, mask > 0)
+            else outline(image, mask > 0)
         )
         caption += " with the hand mask"
-    left.image(image, caption=caption, width="stretch")
+    left.image(
+        image,
+        caption=caption + " (open the case in the worklist for the full-resolution viewer)",
+        width="stretch",
+    )
     with right:
-        months = case.predicted_months
-        a, b = st.columns(2)
-        a.metric("Bone age", f"{months:.1f} months")
-        b.metric("Years and months", format_years_months(months))
-        if case.interval_low_months is not None:
-            st.write(
-                f"**{case.interval_level:.0%} interval:** {case.interval_low_months:.0f}-"
-                f"{case.interval_high_months:.0f} months (for a single radiologist's reading)"
-            )
-        else:
-            pred_half = _halfwidth(film_id)
-            if pred_half:
-                st.caption(
-                    f"95 % of validation films were within ±{pred_half:.1f} months of RSNA's reading at this age."
-                )
-        if case.quality_flags:
-            st.warning(
-                "**Check this film:** "
-                + ", ".join(FLAG_TEXT.get(f, f) for f in case.quality_flags)
-                + ". The estimate is shown, marked for review."
-            )
-        chron = case.chronological_age_months
-        sex = {"M": "boy", "F": "girl"}.get(case.sex or "", "unknown")
-        gp = interpret(months, chron, case.sex)
-        st.write(
-            f"**Sex:** {sex} · **Chronological age:** "
-            + (f"{chron:.1f} months ({format_years_months(chron)})" if chron is not None else "not known")
-        )
-        if gp.z_score is not None:
-            c1, c2 = st.columns(2)
-            c1.metric(
-                "BA - CA", f"{gp.bone_age_minus_ca_months:+.1f} mo", help="Bone age minus chronological age"
-            )
-            c2.metric(
-                "z-score",
-                f"{gp.z_score:+.2f}",
-                help=f"(BA - CA) / {gp.gp_sd_months:.2f} months, the Greulich-Pyle SD at this age and sex",
-            )
-            st.write(f"**Category:** {gp.category} (delayed below -2 SD, advanced above +2 SD)")
-        else:
-            st.write(f"**Category:** {gp.category} ({gp.reason})")
+        case_panel.estimate(case, _halfwidth(film_id))
+        case_panel.clinical(case)
         for problem in _date_problems(film_id):
             st.caption(f"DICOM dates: {problem}")
         seg = review.segmentation(case.segmentation_id) if case.segmentation_id else None
-        if case.mask_decision:
-            st.write(f"**Mask:** {case.mask_decision} by {case.mask_reader}")
-        elif seg is not None:
-            st.write(
-                "**Mask:** waiting for review" + (" (flagged by the quality check)" if seg["flagged"] else "")
-            )
-        if case.reading_action:
-            st.write(
-                f"**Reading:** {case.reading_action} at {case.reference_months:.1f} months by {case.reader}"
-            )
+        case_panel.state(case, flagged_mask=bool(seg and seg["flagged"]))
         if seconds:
             st.caption(f"Segmented and estimated in {seconds:.1f} s.")
-        c1, c2 = st.columns(2)
-        if c1.button("Review mask", key=f"to-masks-{sha}", icon=":material/back_hand:"):
+        if st.button(
+            "Read it in the worklist", key=f"to-log-{sha}", icon=":material/edit_note:", type="primary"
+        ):
+            resources.open_case(film_id, "worklist")
+        if st.button("Review the mask", key=f"to-masks-{sha}", icon=":material/back_hand:"):
             resources.open_case(film_id, "masks")
-        if c2.button("Confirm or correct", key=f"to-log-{sha}", icon=":material/edit_note:", type="primary"):
-            resources.open_case(film_id, "log")
         resources.report_buttons(film_id, f"read-{sha}")
-    if case.chronological_age_months is not None and case.sex in ("M", "F"):
-        interval = (
-            (case.interval_low_months, case.interval_high_months)
-            if case.interval_low_months is not None
-            else None
-        )
-        st.plotly_chart(
-            bone_age_chart(case.sex, case.chronological_age_months, months, interval, case.reference_months),
-            key=f"gp-chart-{sha}",
-        )
-    st.caption(
-        f"Case {film_id} · pseudonymous key {case.pseudonym} · input sha256 {case.sha256[:16]}… · "
-        f"model {case.model_version} (weights {str(case.weights_sha256)[:12]}…) · {case.preprocess}"
-    )
+    case_panel.chart(case, key=f"gp-chart-{sha}")
+    case_panel.provenance(case)
     st.divider()
-
-
-def _outline(rgb, mask):
-    import cv2
-    import numpy as np
-
-    out = rgb.copy()
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(out, contours, -1, (255, 255, 255), 2)
-    return out
-
-
-FLAG_TEXT = {
-    "not_hand": "this may not be a hand film",
-    "inverted": "the film looks inverted (negative)",
-    "mirrored": "this looks like a right hand, a flipped film or an AP view (thumb on the left)",
-    "rotated": "the film looks rotated or upside down",
-    "poor_mask": "the hand mask is doubtful",
-    "low_resolution": "the film's resolution is low",
-    "outside_age_range": "the estimate is outside the range the model was trained on",
-}
 
 
 def _date_problems(film_id: int) -> list[str]:
@@ -262,8 +217,25 @@ def _halfwidth(film_id: int) -> float | None:
     return None
 
 
+pending: list[tuple[str, str]] = []
 for name, data, sha in batch.accepted:
-    if sha not in results:
-        analyse(name, data, sha)
+    if sha not in results and not analyse(name, data, sha):
+        pending.append((name, sha))
+if pending:
+    ask_sex(pending)
+current = {sha for _, _, sha in batch.accepted}
+for name, _data, sha in batch.accepted:
     if sha in results:
-        show(name, sha, results[sha])
+        show(name, sha, results[sha][0])
+earlier = [(sha, fid, name) for sha, (fid, name) in results.items() if sha not in current]
+if earlier:
+    # read earlier in this session (the upload box empties when the page is left): listed, not lost
+    st.subheader(f"Read earlier in this session ({len(earlier)})")
+    for sha, fid, name in earlier:
+        case = review.latest(fid)
+        if case is None:
+            continue
+        c1, c2 = st.columns([4, 1])
+        c1.write(f"**{name}** · {case_label(case)}")
+        if c2.button("Open", key=f"open-earlier-{sha}", icon=":material/open_in_new:"):
+            resources.open_case(fid, "worklist")

@@ -66,3 +66,24 @@ def predictor():
     from boneage_core.model.predictor import BoneAgePredictor
 
     return BoneAgePredictor()
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data folder (review log, film store) for the app under test (``BONEAGE_DATA_DIR``)."""
+    from boneage_core.settings import get_settings
+
+    folder = tmp_path / "data"
+    monkeypatch.setenv("BONEAGE_DATA_DIR", str(folder))
+    monkeypatch.delenv("BONEAGE_REVIEW_DB", raising=False)
+    get_settings.cache_clear()
+    yield folder
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def eight_films(fullres_films):
+    """Eight full-resolution RSNA films, read."""
+    from boneage_core.films.read import read_film
+
+    return [read_film(p) for p in fullres_films[:8]]

@@ -11,7 +11,10 @@ corrected, and the model's agreement with the readers measured and exported.
 * ``reading``: :class:`~boneage_core.review.reading.ReadingService`, one film end to end (read, segment,
   estimate, log), what the app's Read and Masks pages call;
 * ``dashboard``, ``export``: the dashboards' tables and charts and the CSV exports (no Streamlit here);
-* ``visual``: mask, heatmap and prompt-point overlays for the screen (HW uint8 in, HWC RGB out).
+* ``visual``: mask, heatmap and prompt-point overlays for the screen (HW uint8 in, HWC RGB out);
+* ``worklist``, ``form``, ``viewer``, ``sessions``: the reading workflow behind the Worklist page (the
+  cases to read and the next one, the reading form's rules, the full-resolution film viewer, sign-in
+  tokens that survive a reload).
 
 May import: ``boneage_core.errors``, ``boneage_core.settings``, ``boneage_core.secret``, ``films``,
 ``clinical``, ``segment``, ``model``, ``evaluate``. Only ``app/`` and ``pages/`` (UI), ``training`` and ``cli`` sit above it.
