@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pandas as pd
 import resources
 import streamlit as st
 
@@ -33,7 +32,11 @@ stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M")
 
 st.subheader("Agreement statistics")
 agreement = export.agreement_csv(cases)
-st.dataframe(pd.DataFrame(export.agreement_rows(cases)).replace("", None), hide_index=True, width="stretch")
+st.dataframe(
+    export.display_frame(export.agreement_rows(cases), export.AGREEMENT_FIELDS),
+    hide_index=True,
+    width="stretch",
+)
 st.download_button(
     "Download agreement CSV",
     agreement,
@@ -44,10 +47,13 @@ st.download_button(
 )
 
 st.subheader(f"Cases ({len(cases)})")
+st.caption(
+    "Shown to one decimal for months; the CSV keeps more. `reading_kind` confirmed: the reader accepted "
+    "the model's age (error 0 by construction). BA - CA and z-scores are given for the model's and the "
+    "reader's age."
+)
 st.dataframe(
-    pd.DataFrame(export.case_rows(cases), columns=export.CASE_FIELDS).replace("", None),
-    hide_index=True,
-    width="stretch",
+    export.display_frame(export.case_rows(cases), export.CASE_FIELDS), hide_index=True, width="stretch"
 )
 st.download_button(
     "Download per-case CSV",

@@ -11,6 +11,18 @@ Two sources, one shape. Each table has one row per case with the columns of :dat
 CLI, plus ICC(A,1)); the ``*_figure`` functions give Plotly figures whose points carry the case key in
 ``customdata``, so a click on a point can open that case.
 Conventions: error = predicted - reference (months); limits of agreement = bias +/- 1.96 SD.
+
+Confirmed against corrected readings. A *confirmed* reading is the reader accepting the model's age: its
+reference is the model's number, so its error is zero by construction (the estimate was acceptable, not
+measured). A *corrected* reading is the reader's own age. :func:`reading_split` gives the figures of each
+set and of both. The charts and headline figures default to corrected readings only (:data:`CHART_READINGS`),
+the only measured errors; that figure leans pessimistic (readers correct where they disagree), the
+all-readings one flatters (each confirmation adds a zero), so the split is always shown beside them. With
+all readings drawn, confirmed points are open markers.
+
+Filters: one :class:`CaseFilter` serves both tabs (sex, age band of the reference bone age, rejected masks,
+quality flags; readers, read dates and reading kind where the source has them); :meth:`CaseFilter.left_out`
+counts what each criterion leaves out.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +52,17 @@ TABLE_COLUMNS = [
     "read_at",
     "model_version",
     "quality_flags",
+    "reading",
+    "mask_decision",
 ]
+
+#: Reading kinds of the hospital table (``reading`` column); the RSNA table's rows are ``"label"``.
+READING_KINDS = ("corrected", "confirmed")
+#: Which readings the hospital charts use: label -> reading kinds kept (empty: all). The first is the default.
+CHART_READINGS: dict[str, tuple[str, ...]] = {
+    "Corrected readings only": ("corrected",),
+    "All readings (confirmed drawn as open markers)": (),
+}
 
 
 class DashboardDataError(BoneAgeError, ValueError):
@@ -59,6 +82,8 @@ def hospital_table(cases: Sequence[Case]) -> pd.DataFrame:
             "read_at": c.read_at,
             "model_version": c.model_version or "",
             "quality_flags": ";".join(c.quality_flags or ()),
+            "reading": c.reading_action or "",
+            "mask_decision": c.mask_decision or "",
         }
         for c in cases
         if c.predicted_months is not None and c.reference_months is not None
@@ -96,7 +121,86 @@ def rsna_table(eval_dir: Path | str) -> tuple[pd.DataFrame, dict]:
     df["read_at"] = pd.NaT
     df["model_version"] = raw.get("model_version", pd.Series([""] * len(df))).fillna("").astype(str)
     df["quality_flags"] = ""
+    df["reading"] = "label"
+    df["mask_decision"] = ""
     return df[TABLE_COLUMNS], meta
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """Which rows of a case table (hospital or RSNA) a dashboard shows; empty fields keep everything.
+
+    ``age_bands`` are :func:`boneage_core.clinical.bands.band_label` labels of the reference bone age (the
+    only age both sources have). ``start``/``end``: read date in whole days, UTC (rows without one, the
+    RSNA labels, never match a date). ``readings``: reading kinds kept (:data:`READING_KINDS`).
+    """
+
+    sexes: tuple[str, ...] = ()
+    age_bands: tuple[str, ...] = ()
+    exclude_rejected_masks: bool = False
+    without_flags: tuple[str, ...] = ()
+    readers: tuple[str, ...] = ()
+    start: dt.date | None = None
+    end: dt.date | None = None
+    readings: tuple[str, ...] = ()
+
+    def criteria(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """``criterion -> rows it keeps`` (bool array), for the criteria that are set."""
+        out: dict[str, np.ndarray] = {}
+        if self.exclude_rejected_masks:
+            out["rejected mask"] = (_column(df, "mask_decision") != "rejected").to_numpy()
+        if self.without_flags:
+            banned = set(self.without_flags)
+            raised = _column(df, "quality_flags").str.split(";")
+            out["quality flags"] = ~raised.map(lambda fs: bool(set(fs) & banned)).to_numpy(bool)
+        if self.sexes:
+            out["sex"] = _column(df, "sex").isin(list(self.sexes)).to_numpy()
+        if self.age_bands:
+            out["age band"] = _in_bands(df["reference_months"].to_numpy(float), self.age_bands)
+        if self.readers:
+            out["reader"] = _column(df, "reader").isin(list(self.readers)).to_numpy()
+        if self.start is not None or self.end is not None:
+            out["read date"] = _read_between(df["read_at"], self.start, self.end)
+        if self.readings:
+            out["reading"] = _column(df, "reading").isin(list(self.readings)).to_numpy()
+        return out
+
+    def apply(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The rows every set criterion keeps."""
+        keep = np.ones(len(df), bool)
+        for kept in self.criteria(df).values():
+            keep &= kept
+        return df[keep]
+
+    def left_out(self, df: pd.DataFrame) -> dict[str, int]:
+        """How many rows each set criterion leaves out, counted on its own (a row may count twice)."""
+        return {name: int((~kept).sum()) for name, kept in self.criteria(df).items()}
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    """A text column with missing values as ""; all "" when the table has no such column."""
+    if name not in df:
+        return pd.Series([""] * len(df), index=df.index, dtype=object)
+    col = df[name]
+    return col.astype(object).where(col.notna(), "").astype(str)
+
+
+def _in_bands(reference_months: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    years = reference_months / 12.0
+    keep = np.zeros(len(years), bool)
+    for lo, hi in AGE_BANDS_YEARS:
+        if band_label(lo, hi) in labels:
+            keep |= (years >= lo) & (years < hi)
+    return keep
+
+
+def _read_between(read_at: pd.Series, start: dt.date | None, end: dt.date | None) -> np.ndarray:
+    keep = np.ones(len(read_at), bool)
+    if start is not None:
+        keep &= (read_at >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        keep &= (read_at < pd.Timestamp(end) + pd.Timedelta(days=1)).to_numpy()
+    return keep
 
 
 def filter_table(
@@ -107,18 +211,55 @@ def filter_table(
     without_flags: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Rows read within [start, end] (whole days, UTC), by one of ``readers`` (all when empty), and not
-    raising any of the quality flags ``without_flags``."""
-    keep = np.ones(len(df), bool)
-    if start is not None:
-        keep &= (df["read_at"] >= pd.Timestamp(start)).to_numpy()
-    if end is not None:
-        keep &= (df["read_at"] < pd.Timestamp(end) + pd.Timedelta(days=1)).to_numpy()
-    if readers:
-        keep &= df["reader"].isin(list(readers)).to_numpy()
-    if without_flags:
-        raised = df["quality_flags"].fillna("").str.split(";")
-        keep &= ~raised.map(lambda fs: bool(set(fs) & set(without_flags))).to_numpy()
-    return df[keep]
+    raising any of the quality flags ``without_flags`` (a shorthand for :meth:`CaseFilter.apply`)."""
+    return CaseFilter(
+        readers=tuple(readers or ()), start=start, end=end, without_flags=tuple(without_flags or ())
+    ).apply(df)
+
+
+def left_out_text(df: pd.DataFrame, case_filter: CaseFilter) -> str:
+    """How many cases are shown, of how many, and what each criterion left out: a caption."""
+    shown = len(case_filter.apply(df))
+    text = f"Showing {shown} of {len(df)} cases."
+    counts = {k: v for k, v in case_filter.left_out(df).items() if v}
+    if counts:
+        parts = ", ".join(f"{v} by {k}" for k, v in counts.items())
+        text += f" Left out: {parts}" + (" (some for more than one reason)." if len(counts) > 1 else ".")
+    return text
+
+
+#: The rows of :func:`reading_split`: label, reading kinds, what the reference is.
+_SPLIT = (
+    ("corrected", ("corrected",), "the reader's own age"),
+    ("confirmed", ("confirmed",), "the model's age, accepted: error 0 by construction"),
+    ("all", READING_KINDS, "both"),
+)
+_SPLIT_FIGURES = ("n", "mae_months", "bias_months", "sd_error_months", "loa_lower_months", "loa_upper_months")
+SPLIT_COLUMNS = ["readings", *_SPLIT_FIGURES, "reference"]
+
+
+def reading_split(df: pd.DataFrame) -> pd.DataFrame:
+    """Agreement (n, MAE, bias, SD, limits of agreement) of corrected readings, confirmed ones and both.
+
+    NaN where a set has too few cases (no spread from one case)."""
+    rows = []
+    for label, kinds, reference in _SPLIT:
+        part = df[_column(df, "reading").isin(list(kinds)).to_numpy()]
+        m = agreement_metrics(
+            part["reference_months"].to_numpy(float), part["predicted_months"].to_numpy(float)
+        )
+        rows.append(
+            {"readings": label, **{k: m.get(k, np.nan) for k in _SPLIT_FIGURES}, "reference": reference}
+        )
+    out = pd.DataFrame(rows, columns=SPLIT_COLUMNS)
+    out["n"] = out["n"].astype(int)
+    return out
+
+
+def rounded(df: pd.DataFrame) -> pd.DataFrame:
+    """A table for the eye: floats to one decimal (months), shares (``within_*``) to two, ICC to three."""
+    floats = [c for c in df if pd.api.types.is_float_dtype(df[c])]
+    return df.round({c: 2 if c.startswith("within_") else 3 if "icc" in c else 1 for c in floats})
 
 
 def summarise(df: pd.DataFrame) -> dict:
@@ -134,39 +275,56 @@ def summarise(df: pd.DataFrame) -> dict:
 
 def _hover(df: pd.DataFrame) -> list[str]:
     return [
-        f"case {k}<br>sex {s or '?'}<br>reference {r:.1f} m<br>model {p:.1f} m<br>reader {rd}"
-        for k, s, r, p, rd in zip(
-            df["key"], df["sex"], df["reference_months"], df["predicted_months"], df["reader"], strict=True
+        f"case {k}<br>sex {s or '?'}<br>reference {r:.1f} m ({kind or 'reading'})<br>"
+        f"model {p:.1f} m<br>reader {rd}"
+        for k, s, r, p, rd, kind in zip(
+            df["key"],
+            df["sex"],
+            df["reference_months"],
+            df["predicted_months"],
+            df["reader"],
+            _column(df, "reading"),
+            strict=True,
         )
     ]
 
 
 _COLOURS = {"F": "#e377c2", "M": "#1f77b4", "": "#7f7f7f"}
+#: Below the plot, clear of the limits' labels on the right.
+_LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0}
 
 
 def _by_sex_traces(df: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> list[go.Scatter]:
+    """One trace per sex, and one more per sex for confirmed readings (open markers)."""
+    confirmed = (_column(df, "reading") == "confirmed").to_numpy()
+    hover = np.asarray(_hover(df), dtype=object)
+    keys = df["key"].to_numpy().astype(str)
     traces = []
     for sex, name in (("F", "girls"), ("M", "boys"), ("", "sex unknown")):
-        sel = (df["sex"] == sex).to_numpy()
-        if not sel.any():
-            continue
-        traces.append(
-            go.Scatter(
-                x=x[sel],
-                y=y[sel],
-                mode="markers",
-                name=name,
-                marker={"color": _COLOURS[sex], "size": 8, "opacity": 0.75},
-                customdata=df["key"].to_numpy()[sel].astype(str),
-                hovertext=np.asarray(_hover(df), dtype=object)[sel],
-                hoverinfo="text",
+        for is_confirmed, suffix, symbol in ((False, "", "circle"), (True, ", confirmed", "circle-open")):
+            sel = (df["sex"] == sex).to_numpy() & (confirmed == is_confirmed)
+            if not sel.any():
+                continue
+            traces.append(
+                go.Scatter(
+                    x=x[sel],
+                    y=y[sel],
+                    mode="markers",
+                    name=name + suffix,
+                    legendgroup=name,
+                    marker={"color": _COLOURS[sex], "size": 8, "opacity": 0.75, "symbol": symbol},
+                    customdata=keys[sel],
+                    hovertext=hover[sel],
+                    hoverinfo="text",
+                )
             )
-        )
     return traces
 
 
 def bland_altman_figure(df: pd.DataFrame, summary: dict, title: str = "Bland-Altman") -> go.Figure:
-    """Difference (model - reference) against the mean of the two, with bias and limits of agreement."""
+    """Difference (model - reference) against the mean of the two, with bias and limits of agreement.
+
+    The lines are labelled in the right margin; the legend sits below the plot so it covers none of them."""
     ref = df["reference_months"].to_numpy(float)
     pred = df["predicted_months"].to_numpy(float)
     fig = go.Figure(_by_sex_traces(df, (ref + pred) / 2, pred - ref))
@@ -187,8 +345,9 @@ def bland_altman_figure(df: pd.DataFrame, summary: dict, title: str = "Bland-Alt
         title=title,
         xaxis_title="mean of model and reference (months)",
         yaxis_title="model - reference (months)",
-        height=420,
-        margin={"r": 110},
+        height=460,
+        margin={"r": 110, "b": 110},
+        legend=_LEGEND_BELOW,
     )
     return fig
 
@@ -214,7 +373,9 @@ def scatter_figure(df: pd.DataFrame, title: str = "Model against reference") -> 
         title=title,
         xaxis_title="reference bone age (months)",
         yaxis_title="model bone age (months)",
-        height=420,
+        height=460,
+        margin={"b": 110},
+        legend=_LEGEND_BELOW,
     )
     return fig
 

@@ -3,8 +3,13 @@
 Only pseudonymous keys leave: the keyed pseudonym (HMAC under the site secret) and the sha256 of the film's bytes. No names, no
 patient IDs, no dates of birth, and not the readers' free-text reasons (they could name a patient).
 Every row says which model version, weights hash and preprocessing produced its estimate. The per-case
-rows carry the interval, the quality flags (";"-separated) and the Greulich-Pyle reading of the bone age
-(the reader's when there is one, else the model's) against the chronological age.
+rows carry the case number (the log's film id), the interval, the quality flags (";"-separated), the
+reading kind (``confirmed``: the reader accepted the model's age, so its error is 0 by construction;
+``corrected``; ``unread``) and the Greulich-Pyle reading against the chronological age:
+``bone_age_minus_ca_months``, ``z_score`` and ``category`` of the reader's age when there is one, else the
+model's, and ``model_minus_ca_months``/``model_z_score``, ``reader_minus_ca_months``/``reader_z_score`` of
+each age on its own. The agreement rows add the corrected and the confirmed readings as groups of their own.
+:func:`display_frame` rounds the rows for the page (one decimal for months); the CSVs keep their precision.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import csv
 import io
 from collections.abc import Sequence
 
+import pandas as pd
+
 from ..clinical.bands import AGE_BANDS_YEARS, band_label
 from ..clinical.greulich_pyle import interpret
 from ..evaluate.metrics import agreement_metrics, icc_a1
 from .schema import Case
 
 CASE_FIELDS = [
+    "case",
     "pseudonym",
     "film_sha256",
     "sex",
@@ -33,10 +41,15 @@ CASE_FIELDS = [
     "gp_sd_months",
     "z_score",
     "category",
+    "model_minus_ca_months",
+    "model_z_score",
+    "reader_minus_ca_months",
+    "reader_z_score",
     "quality_flags",
     "reference_months",
     "error_months",
     "reading_action",
+    "reading_kind",
     "reader",
     "model_version",
     "weights_sha256",
@@ -70,7 +83,16 @@ def _iso(value) -> str:
     return value.isoformat(timespec="seconds") if value else ""
 
 
+def _against_ca(bone_age_months: float | None, case: Case) -> tuple[float | str, float | str]:
+    """(BA - CA, Greulich-Pyle z-score) of one bone age of ``case``, "" where it cannot be had."""
+    if bone_age_months is None:
+        return "", ""
+    gp = interpret(bone_age_months, case.chronological_age_months, case.sex)
+    return _num(gp.bone_age_minus_ca_months, 1), _num(gp.z_score, 2)
+
+
 def case_rows(cases: Sequence[Case]) -> list[dict]:
+    """One row per case, with the columns of :data:`CASE_FIELDS`; "" where a value is missing."""
     rows = []
     for c in cases:
         err = (
@@ -80,8 +102,11 @@ def case_rows(cases: Sequence[Case]) -> list[dict]:
         )
         ba = c.reference_months if c.reference_months is not None else c.predicted_months
         gp = interpret(ba, c.chronological_age_months, c.sex)
+        model_diff, model_z = _against_ca(c.predicted_months, c)
+        reader_diff, reader_z = _against_ca(c.reference_months, c)
         rows.append(
             {
+                "case": c.film_id,
                 "pseudonym": c.pseudonym,
                 "film_sha256": c.sha256,
                 "sex": c.sex or "",
@@ -96,10 +121,15 @@ def case_rows(cases: Sequence[Case]) -> list[dict]:
                 "gp_sd_months": _num(gp.gp_sd_months, 2),
                 "z_score": _num(gp.z_score, 2),
                 "category": gp.category,
+                "model_minus_ca_months": model_diff,
+                "model_z_score": model_z,
+                "reader_minus_ca_months": reader_diff,
+                "reader_z_score": reader_z,
                 "quality_flags": ";".join(c.quality_flags) if c.quality_flags is not None else "",
                 "reference_months": "" if c.reference_months is None else round(c.reference_months, 2),
                 "error_months": "" if err is None else round(err, 2),
                 "reading_action": c.reading_action or "",
+                "reading_kind": c.reading_action or "unread",
                 "reader": c.reader or "",
                 "model_version": c.model_version or "",
                 "weights_sha256": c.weights_sha256 or "",
@@ -117,7 +147,8 @@ def paired(cases: Sequence[Case]) -> list[Case]:
 
 
 def agreement_rows(cases: Sequence[Case]) -> list[dict]:
-    """Model against reader: all cases, by sex, by age band (of the reader's age) and by reader."""
+    """Model against reader: all cases, by sex, by age band (of the reader's age), by reader, and by reading
+    kind (``reading corrected``; ``reading confirmed``, whose errors are 0 by construction)."""
     cases = paired(cases)
     groups: list[tuple[str, list[Case]]] = [("all", cases)]
     groups += [(f"sex {s}", [c for c in cases if c.sex == s]) for s in ("F", "M")]
@@ -127,6 +158,8 @@ def agreement_rows(cases: Sequence[Case]) -> list[dict]:
         )
     for reader in sorted({c.reader for c in cases if c.reader}):
         groups.append((f"reader {reader}", [c for c in cases if c.reader == reader]))
+    for kind in ("corrected", "confirmed"):
+        groups.append((f"reading {kind}", [c for c in cases if c.reading_action == kind]))
     rows = []
     for name, group in groups:
         ref = [c.reference_months for c in group]
@@ -158,3 +191,24 @@ def cases_csv(cases: Sequence[Case]) -> bytes:
 
 def agreement_csv(cases: Sequence[Case]) -> bytes:
     return to_csv(agreement_rows(cases), AGREEMENT_FIELDS)
+
+
+def _digits(field: str) -> int | None:
+    """Decimals a field is shown with on the page: months 1, shares, levels and z-scores 2, ICC 3."""
+    if "icc" in field:
+        return 3
+    if field.startswith("within_") or field.endswith("z_score") or field == "interval_level":
+        return 2
+    if field.endswith("_months"):
+        return 1
+    return None
+
+
+def display_frame(rows: list[dict], fields: list[str]) -> pd.DataFrame:
+    """The rows as a table for the page: missing values empty, numbers rounded (:func:`_digits`)."""
+    df = pd.DataFrame(rows, columns=fields)
+    for field in fields:
+        values = df[field].astype(object).where(df[field] != "", None)
+        digits = _digits(field)
+        df[field] = values if digits is None else pd.to_numeric(values, errors="coerce").round(digits)
+    return df
