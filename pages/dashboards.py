@@ -131,8 +131,8 @@ def figures(df: pd.DataFrame, key: str, empty: str = "No cases match.") -> None:
             f"Reference {row['reference_months']:.1f} months ({row['reader']}), model "
             f"{row['predicted_months']:.1f} months, error {row['error_months']:+.1f} months, sex {row['sex'] or '?'}."
         )
-        if key == "hospital" and st.button("Open this case in the log", key=f"open-{key}"):
-            resources.open_case(int(row["key"]), "log")
+        if key == "hospital" and st.button("Open this case in the worklist", key=f"open-{key}"):
+            resources.open_case(int(row["key"]), "worklist")
 
 
 def hospital_tab(shared: dash.CaseFilter) -> None:

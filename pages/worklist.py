@@ -24,7 +24,6 @@ from boneage_core.review.worklist import (
     next_case,
     png_data_url,
     reading_status,
-    rounded,
     step,
     thumbnail,
     worklist,
@@ -43,7 +42,7 @@ if not by_id:
 @st.cache_data(max_entries=2000, show_spinner=False)
 def _thumb(sha256: str, film_id: int) -> str | None:
     try:
-        return png_data_url(thumbnail(svc.pixels(film_id), 72))
+        return png_data_url(thumbnail(svc.pixels(film_id), 52))
     except BoneAgeError:
         return None
 
@@ -74,6 +73,7 @@ items = worklist(
     statuses=set(statuses) or None,
     flagged={"all cases": None, "flagged only": True, "not flagged": False}[flag_choice],
     sex={"girls and boys": None, "girls": "F", "boys": "M"}[sex_choice],
+    keep=st.session_state.setdefault("wl_read_here", set()),  # read in this session: kept in the list
 )
 order = [c.film_id for c in items]
 unread = {fid for fid, c in by_id.items() if reading_status(c) == "unread"}
@@ -88,8 +88,8 @@ event = st.dataframe(
     on_select="rerun",
     selection_mode="single-row",
     key=f"wl_table-{st.session_state.get('wl_nav', 0)}-{hash(tuple(order))}",
-    height=min(38 + 80 * len(items), 330),
-    row_height=78,
+    height=min(38 + 56 * len(items), 38 + 56 * 5),
+    row_height=56,
     column_config={
         "case": st.column_config.NumberColumn("case", width="small", format="%d"),
         "film": st.column_config.ImageColumn("film", width="small"),
@@ -102,19 +102,20 @@ if event.selection.rows:
         st.rerun()
 
 current = st.session_state["wl_case"]
-n1, n2, n3, _ = st.columns([1, 1, 1.3, 3])
-if n1.button("Previous", key="wl_prev", icon=":material/arrow_upward:", shortcut="Alt+P"):
+nav = st.container(horizontal=True, vertical_alignment="center")
+if nav.button("Previous", key="wl_prev", icon=":material/arrow_upward:", shortcut="Alt+P"):
     open_case(step(order, current, -1))
     st.rerun()
-if n2.button("Next", key="wl_next", icon=":material/arrow_downward:", shortcut="Alt+N"):
+if nav.button("Next", key="wl_next", icon=":material/arrow_downward:", shortcut="Alt+N"):
     open_case(step(order, current, +1))
     st.rerun()
-if n3.button("Next unread", key="wl_next_unread", icon=":material/skip_next:", shortcut="Alt+U"):
+if nav.button("Next unread", key="wl_next_unread", icon=":material/skip_next:", shortcut="Alt+U"):
     target = next_case(order, current, unread - {current})
     if target is None:
         st.session_state["wl_message"] = ("info", "No other unread case in this list.")
     open_case(target)
     st.rerun()
+nav.caption("Alt+Y confirm · Alt+S save your age · Alt+A / Alt+X accept / reject the mask")
 
 if message := st.session_state.pop("wl_message", None):
     getattr(st, message[0])(message[1])
@@ -128,11 +129,11 @@ st.subheader(
 )
 left, right = st.columns([3, 2])
 with left:
-    t1, t2, t3, t4 = st.columns(4)
-    show_mask = t1.toggle("Mask outline", key=f"view-mask-{current}")
-    show_heat = t2.toggle("Heatmap", key=f"view-heat-{current}", help="Grad-CAM++: where the model looked")
-    invert = t3.toggle("Invert", key=f"view-invert-{current}")
-    reset = t4.button("Reset window", key=f"view-reset-{current}")
+    tools = st.container(horizontal=True, vertical_alignment="center", gap="medium")
+    show_mask = tools.toggle("Mask outline", key=f"view-mask-{current}")
+    show_heat = tools.toggle("Heatmap", key=f"view-heat-{current}", help="Grad-CAM++: where the model looked")
+    invert = tools.toggle("Invert", key=f"view-invert-{current}")
+    reset = tools.button("Reset window", key=f"view-reset-{current}")
     if reset:
         st.session_state.pop(f"view-window-{current}", None)  # the slider starts again from its default
     window = st.slider(
@@ -170,7 +171,7 @@ with right:
     case_panel.state(case, flagged_mask=bool(seg and seg["flagged"]))
     reader = resources.reader()
     if seg is not None:
-        m1, m2, m3 = st.columns(3)
+        m1 = m2 = m3 = st.container(horizontal=True)
         decision = None
         if m1.button("Accept mask", key=f"accept-{current}", shortcut="Alt+A", icon=":material/check:"):
             decision = "accepted"
@@ -215,6 +216,7 @@ with right:
                 f" Case {target} (next unread) is open." if target else " No unread case left in this list."
             )
             st.session_state["wl_message"] = ("success", text)
+            st.session_state["wl_read_here"].add(current)
             open_case(target if target is not None else current)
             st.rerun()
     resources.report_buttons(current, f"wl-{current}")
@@ -227,12 +229,12 @@ if len(follow) > 1:
         "Same pseudonymous key, oldest first; bone age is the reader's where read, else the model's. "
         "Flags: bone age fell by more than 6 months, or gained more than 2.5 years a year."
     )
-    st.dataframe(rounded(follow), hide_index=True, width="stretch")
+    st.dataframe(dash.rounded(follow), hide_index=True, width="stretch")
 with st.expander("History of this case"):
     st.caption(
         "The log is append-only: a new reading or decision is a new row; nothing is overwritten "
         "(`boneage log verify` checks it)."
     )
     history = pd.DataFrame(review.history(current))
-    st.dataframe(rounded(history), hide_index=True, width="stretch")
+    st.dataframe(dash.rounded(history), hide_index=True, width="stretch")
 case_panel.provenance(case)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apphelp import start
 from dicom_fixtures import make_dicom
-from test_app import start
 
 from boneage_core.clinical.greulich_pyle import gp_sd_months
 from boneage_core.films.read import read_film

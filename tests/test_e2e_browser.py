@@ -160,12 +160,7 @@ def _nav(driver, title: str) -> None:
 
     links = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
     next(a for a in links if a.text.strip().endswith(title)).click()
-    _wait(
-        driver,
-        f"//h1[contains(., {'Reading log' if title == 'Log' else title!r})]"
-        if title != "Read"
-        else "//h1[contains(., 'Read films')]",
-    )
+    _wait(driver, f"//h1[contains(., {title!r})]" if title != "Read" else "//h1[contains(., 'Read films')]")
     _idle(driver)
 
 
@@ -254,7 +249,7 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     _shot(d, "03-read-heatmap")
 
     # Masks: click an include point at the hand's centre on the film, then accept
-    _button(d, "Review mask").click()
+    _button(d, "Review the mask").click()
     _wait(d, "//h1[contains(., 'Hand masks')]")
     _idle(d)
     seg = log.segmentation(case.segmentation_id)
@@ -286,16 +281,15 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     _shot(d, "05-masks-accepted")
     assert log.cases()[0].mask_decision == "accepted"
 
-    # Log: correct the age with a reason
-    _nav(d, "Log")
-    d.find_element(By.XPATH, "//label[.//p[contains(., 'Enter my bone age')]]").click()
-    age = d.find_element(By.CSS_SELECTOR, 'input[aria-label^="Bone age"]')
+    # Worklist: correct the age with a reason
+    _nav(d, "Worklist")
+    age = _wait(d, "//input[starts-with(@aria-label, 'Your bone age')]")
     age.send_keys("12y 6m")
     d.find_element(By.CSS_SELECTOR, 'textarea[aria-label^="Reason"]').send_keys("carpal bones look older")
-    _button(d, "Save reading").click()
+    _button(d, "Save my bone age").click()
     _wait(d, "//*[contains(text(), 'Saved: case')]")
     _idle(d)
-    _shot(d, "06-log-corrected")
+    _shot(d, "06-worklist-corrected")
     c = log.cases()[0]
     assert c.reference_months == 150.0 and c.reading_action == "corrected" and c.reader == "dr_e2e"
 
@@ -310,9 +304,10 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     _wait(d, f"//h3[contains(., 'Case {c.film_id}')]")
     _idle(d)
     _shot(d, "07b-dashboards-point-clicked")
-    _button(d, "Open this case in the log").click()
-    _wait(d, "//h1[contains(., 'Reading log')]")
-    _wait(d, "//*[@data-testid='stMetricValue'][contains(., '150.0 months')]")
+    _button(d, "Open this case in the worklist").click()
+    _wait(d, "//h1[contains(., 'Worklist')]")
+    _wait(d, f"//h3[contains(., 'Case {c.film_id}')]")
+    _wait(d, "//*[contains(., 'corrected at 150.0 months')]")
 
     # Export: download the per-case CSV and read it back
     _nav(d, "Export")
@@ -364,3 +359,146 @@ def test_new_user_reads_a_film_accepts_the_mask_corrects_the_age_and_exports_it(
     assert any(cat in page for cat in ("normal", "delayed", "advanced"))
     _wait(d, "//*[@data-testid='stPlotlyChart']")
     _shot(d, "09-read-dicom-with-dates")
+
+
+def _present(driver, css: str, timeout: float = 120):
+    """The element at ``css`` once it is in the page, visible or not (a file input is hidden)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def _keys(driver, *chord: str) -> None:
+    """Press a shortcut (e.g. ``_keys(d, "ALT", "n")``) with the focus outside any text field."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("document.activeElement && document.activeElement.blur()")  # leave any text field
+    *mods, key = chord
+    actions = ActionChains(driver)
+    for m in mods:
+        actions.key_down(getattr(Keys, m))
+    actions.send_keys(key)
+    for m in mods:
+        actions.key_up(getattr(Keys, m))
+    actions.perform()
+
+
+def _open_case(driver) -> int:
+    """The case number in the Worklist's case heading."""
+    import re
+
+    heading = _wait(driver, "//h3[starts-with(normalize-space(.), 'Case ')]").text
+    return int(re.match(r"Case (\d+)", heading).group(1))
+
+
+def _until_case(driver, film_id: int, timeout: float = 60) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if _open_case(driver) == film_id:
+                _idle(driver)
+                return
+        except Exception:  # the page is redrawing
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"case {film_id} did not open (open: {_open_case(driver)})")
+
+
+def test_a_reader_walks_the_worklist_by_keyboard_and_each_reading_lands_on_its_case(
+    server, browser, fullres_films
+):
+    from selenium.webdriver.common.by import By
+
+    from boneage_core.review.accounts import Accounts
+
+    url, data = server
+    d = browser
+    log = ReviewLog(data / "review.sqlite")
+    Accounts(log).add("dr_walk", PASSWORD, role="reader", actor="test")
+    d.get(url)
+    _wait(d, "//input[@aria-label='Name']", 180).send_keys("dr_walk")
+    _wait(d, "//input[@aria-label='Password']").send_keys(PASSWORD)
+    _button(d, "Sign in").click()
+    _wait(d, "//h1[contains(., 'Read films')]", 180)
+    _idle(d, 180)
+
+    # three films without sex in one batch: one answer for all of them
+    films = fullres_films[8:11]
+    _present(d, 'input[type="file"]').send_keys("\n".join(str(p) for p in films))
+    _wait(d, "//label[.//p[contains(., 'Boy (M)')]]", 120).click()
+    _button(d, "Estimate bone age").click()
+    end = time.time() + 300
+    while time.time() < end and len(d.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]')) < 3:
+        time.sleep(1)
+    _idle(d, 180)
+    cases = log.cases()
+    assert len(cases) == 3 and {c.sex for c in cases} == {"M"}
+    ids = [c.film_id for c in cases]
+
+    # the worklist opens the first unread case; shortcuts move through it
+    _nav(d, "Worklist")
+    _until_case(d, ids[0])
+    for width in (1280, 1920):
+        d.set_window_size(width, 1100)
+        _idle(d)
+        _shot(d, f"10-worklist-{width}")
+    _keys(d, "ALT", "n")
+    _until_case(d, ids[1])
+    _keys(d, "ALT", "p")
+    _until_case(d, ids[0])
+
+    # Alt+Y confirms the open case; the next unread opens
+    _keys(d, "ALT", "y")
+    _wait(d, f"//*[contains(text(), 'Saved: case {ids[0]} confirmed by dr_walk')]")
+    _until_case(d, ids[1])
+
+    # a typed age with "confirm" is refused; saved as the reader's own age with a reason it lands here
+    age = _wait(d, "//input[starts-with(@aria-label, 'Your bone age')]")
+    age.send_keys("8y 0m")
+    _button(d, "Confirm the estimate").click()
+    _wait(d, "//*[contains(text(), 'typed 8y 0m')]")
+    _idle(d)
+    assert log.latest(ids[1]).reading_action is None
+    d.find_element(By.CSS_SELECTOR, 'textarea[aria-label^="Reason"]').send_keys("carpals older")
+    _button(d, "Save my bone age").click()
+    _wait(d, f"//*[contains(text(), 'Saved: case {ids[1]} read at 96.0 months')]")
+    _until_case(d, ids[2])
+    _shot(d, "11-worklist-after-correction")
+    age = _wait(d, "//input[starts-with(@aria-label, 'Your bone age')]")
+    assert age.get_attribute("value") == ""
+
+    # a half-typed age on case 3 does not follow the reader to another case, nor come back with them
+    age.send_keys("13y")
+    d.find_element(By.CSS_SELECTOR, 'textarea[aria-label^="Reason"]').click()
+    _idle(d)
+    _keys(d, "ALT", "p")
+    _until_case(d, ids[1])  # the cases read in this session stay in the list
+    _keys(d, "ALT", "n")
+    _until_case(d, ids[2])
+    assert _wait(d, "//input[starts-with(@aria-label, 'Your bone age')]").get_attribute("value") == ""
+
+    # the viewer: the film at full resolution, zoomed with the scroll wheel
+    from selenium.webdriver.common.action_chains import ActionChains, ScrollOrigin
+
+    plot = "document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')"
+    full = d.execute_script(f"return {plot}._fullLayout.xaxis.range;")
+    area = d.find_element(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"] .nsewdrag')
+    for _ in range(3):
+        ActionChains(d).scroll_from_origin(ScrollOrigin.from_element(area), 0, -200).perform()
+        time.sleep(0.5)
+    zoomed = d.execute_script(f"return {plot}._fullLayout.xaxis.range;")
+    assert zoomed[1] - zoomed[0] < 0.75 * (full[1] - full[0]), (full, zoomed)
+    _shot(d, "12-worklist-zoomed")
+
+    # a reload keeps the reader signed in
+    d.refresh()
+    _wait(d, "//*[contains(., 'Signed in as') and contains(., 'dr_walk')]", 120)
+    _idle(d)
+
+    readings = {c.film_id: (c.reading_action, c.reference_months, c.reader) for c in log.cases()}
+    assert readings[ids[0]] == ("confirmed", cases[0].predicted_months, "dr_walk")
+    assert readings[ids[1]] == ("corrected", 96.0, "dr_walk")
+    assert readings[ids[2]] == (None, None, None)

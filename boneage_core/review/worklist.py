@@ -36,15 +36,21 @@ def worklist(
     statuses: Collection[str] | None = None,
     flagged: bool | None = None,
     sex: str | None = None,
+    keep: Collection[int] = (),
 ) -> list[Case]:
     """The cases with an estimate, oldest first, filtered.
 
     ``statuses``: keep these reading statuses (None: all); ``flagged``: True keeps only the cases with
     quality flags, False only those without, None both; ``sex``: ``"F"``, ``"M"`` or None (both).
+    ``keep``: film ids listed whatever the filters (the cases read in this session stay in the reader's
+    list, so that "previous" goes back to the case just read).
     """
     out = []
     for c in sorted(cases, key=lambda c: c.film_id):
         if c.prediction_id is None:
+            continue
+        if c.film_id in keep:
+            out.append(c)
             continue
         if statuses is not None and reading_status(c) not in statuses:
             continue
@@ -138,9 +144,3 @@ def worklist_table(cases: Sequence[Case], thumbnails: dict[int, str] | None = No
         )
     columns = ["case", "film", "sex", "age", "estimate", "reader", "flags", "mask", "status"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def rounded(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """``table`` with its float columns rounded to ``digits`` (months to a tenth: no "140.0095")."""
-    floats = [c for c in table.columns if pd.api.types.is_float_dtype(table[c])]
-    return table.round({c: digits for c in floats})
