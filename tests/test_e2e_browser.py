@@ -502,3 +502,50 @@ def test_a_reader_walks_the_worklist_by_keyboard_and_each_reading_lands_on_its_c
     assert readings[ids[0]] == ("confirmed", cases[0].predicted_months, "dr_walk")
     assert readings[ids[1]] == ("corrected", 96.0, "dr_walk")
     assert readings[ids[2]] == (None, None, None)
+
+
+def test_twenty_cases_read_by_keyboard_alone_each_reading_on_its_own_case(server, browser, fullres_films):
+    """The issue's acceptance walk: a worklist of 20 films, read with the keyboard only (Alt+Y to
+    confirm; typing an age and a reason, then Alt+S, to correct), every reading landing on its case."""
+    from apphelp import fixed_log
+    from selenium.webdriver.common.keys import Keys
+
+    from boneage_core.films.read import read_film
+    from boneage_core.review.accounts import Accounts
+
+    url, data = server
+    d = browser
+    films = [read_film(p) for p in fullres_films[:20]]
+    estimates = [40.0 + 8 * i for i in range(20)]
+    log = fixed_log(
+        data / "review.sqlite",
+        films,
+        [(m, "F" if i % 2 else "M", None, None) for i, m in enumerate(estimates)],
+    )
+    Accounts(log).add("dr_keys", PASSWORD, role="reader", actor="test")
+    ids = [c.film_id for c in log.cases()]
+    d.get(url)
+    _wait(d, "//input[@aria-label='Name']", 180).send_keys("dr_keys")
+    _wait(d, "//input[@aria-label='Password']").send_keys(PASSWORD)
+    _button(d, "Sign in").click()
+    _wait(d, "//h1[contains(., 'Read films')]", 180)
+    _idle(d, 180)
+    _nav(d, "Worklist")
+    expected = {}
+    for i, fid in enumerate(ids):
+        _until_case(d, fid)
+        if i % 3 == 2:  # every third case corrected: age, Tab, reason, Alt+S, all from the keyboard
+            months = estimates[i] + 12
+            age = _wait(d, "//input[starts-with(@aria-label, 'Your bone age')]")
+            age.click()
+            age.send_keys(f"{months:.0f}m", Keys.TAB, "older carpals", Keys.TAB)
+            _keys(d, "ALT", "s")
+            expected[fid] = ("corrected", months)
+        else:
+            _keys(d, "ALT", "y")
+            expected[fid] = ("confirmed", estimates[i])
+        _wait(d, f"//*[contains(text(), 'Saved: case {fid} ')]")
+    _wait(d, "//*[contains(text(), 'No unread case left in this list')]")
+    got = {c.film_id: (c.reading_action, c.reference_months) for c in log.cases()}
+    assert got == expected
+    assert {c.reader for c in log.cases()} == {"dr_keys"}
