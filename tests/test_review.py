@@ -18,10 +18,13 @@ from reference_stats import icc_a1_by_hand
 from boneage_core.cli import main
 from boneage_core.films.read import read_film
 from boneage_core.model.predictor import Prediction
+from boneage_core.review.chain import expected_triggers
 from boneage_core.review.log import ReviewLog
 from boneage_core.review.schema import ReviewLogError
 from boneage_core.review.verify import verify_log
 from boneage_core.segment.classical import classical_segment
+
+N_TRIGGERS = len(expected_triggers())  # three per append-only table
 
 
 def _prediction(months: float, sex: str = "F") -> Prediction:
@@ -88,6 +91,29 @@ def test_masks_queue_decisions_and_history(log: ReviewLog, films):
         log.decide_mask(sid, "accepted", reader="  ")
     with pytest.raises(ReviewLogError, match="no segmentation"):
         log.decide_mask(999, "accepted", reader="dr_a")
+
+
+def test_study_readings_say_whether_they_were_blinded_and_are_chained(log: ReviewLog, films):
+    fid = log.record_film(films[0])
+    pid = log.add_prediction(fid, _prediction(120.0))
+    log.add_reading(fid, pid, reader="dr_a", months=126.0, study="hosp-1", blinded=True)  # no reason needed
+    log.add_reading(fid, pid, reader="dr_b", months=131.0, study="hosp-1", blinded=True)
+    log.add_reading(fid, pid, reader="dr_c", months=130.0, reason="a look after the study")
+    with pytest.raises(ReviewLogError, match="blinded"):
+        log.add_reading(fid, pid, reader="dr_d", study="hosp-1", blinded=True)  # cannot confirm unseen
+    with pytest.raises(ReviewLogError, match="blinded"):
+        log.add_reading(fid, pid, reader="dr_d", months=120.0, blinded=True)  # blinded outside a study
+    study = log.readings(study="hosp-1")
+    assert [(r["reader"], r["months"], r["blinded"]) for r in study] == [
+        ("dr_a", 126.0, True),
+        ("dr_b", 131.0, True),
+    ]
+    everything = log.readings()
+    assert len(everything) == 3 and everything[-1]["study"] is None and not everything[-1]["blinded"]
+    assert log.studies() == ["hosp-1"]
+    case = log.cases()[0]
+    assert case.reader == "dr_c" and case.reading_study is None and not case.reading_blinded
+    assert verify_log(log.path).ok
 
 
 def test_readings_confirm_correct_and_refuse_bad_values(log: ReviewLog, films):
@@ -295,7 +321,9 @@ def test_log_verify_passes_on_an_intact_log_and_counts_every_row(log: ReviewLog,
         and "prediction_details 1" in out
         and "anchor" in out
     )
-    assert "triggers: 27 of 27 in place" in out and out.strip().endswith("the triggers are in place")
+    assert f"triggers: {N_TRIGGERS} of {N_TRIGGERS} in place" in out and out.strip().endswith(
+        "the triggers are in place"
+    )
 
 
 def test_replace_and_upserts_are_refused(log: ReviewLog, films):
@@ -344,7 +372,7 @@ def test_a_row_forged_with_the_trigger_dropped_is_named_by_verify(log: ReviewLog
     log.close()
     ReviewLog(log.path).close()
     rc, out = _verify(log.path, capsys)
-    assert rc == 1 and "triggers: 27 of 27 in place" in out
+    assert rc == 1 and f"triggers: {N_TRIGGERS} of {N_TRIGGERS} in place" in out
     assert "triggers-restored: missing or altered at open, recreated: readings_no_update (missing)" in out
     assert f"first broken row: readings row {ids[0]}" in out
 

@@ -45,6 +45,7 @@ from .schema import (
     MaskDecisionRow,
     PredictionDetailRow,
     PredictionRow,
+    ReadingDetailRow,
     ReadingRow,
     ReviewLogError,
     SegmentationRow,
@@ -289,10 +290,27 @@ class ReviewLog(LogDatabase):
         )
 
     def add_reading(
-        self, film_id: int, prediction_id: int, reader: str, months: float | None = None, reason: str = ""
+        self,
+        film_id: int,
+        prediction_id: int,
+        reader: str,
+        months: float | None = None,
+        reason: str = "",
+        *,
+        study: str | None = None,
+        blinded: bool = False,
     ) -> int:
-        """The reader confirms the estimate (``months`` None or equal to it) or corrects it."""
+        """The reader confirms the estimate (``months`` None or equal to it) or corrects it.
+
+        ``study``: the reading belongs to this study (a :class:`ReadingDetailRow` says so, and whether it
+        was ``blinded``: the estimate hidden until it was saved). A blinded reading must give its months:
+        a reader who has not seen the estimate cannot confirm it.
+        """
         reader = _reader(reader)
+        if blinded and (study is None or months is None):
+            raise ReviewLogError("a blinded reading belongs to a study and gives the reader's own bone age")
+        if study is not None and not study.strip():
+            raise ReviewLogError("the study needs a name")
         with self.appending() as tx:
             pred = tx.session.get(PredictionRow, prediction_id)
             if pred is None or pred.film_id != film_id:
@@ -304,9 +322,9 @@ class ReviewLog(LogDatabase):
                 if not (MONTHS_RANGE[0] <= months <= MONTHS_RANGE[1]) or months != months:
                     raise ReviewLogError(f"bone age must be between 0 and 240 months, got {months}")
                 action = "confirmed" if abs(months - pred.months) < 0.05 else "corrected"
-            if action == "corrected" and not reason.strip():
+            if action == "corrected" and not reason.strip() and not blinded:
                 raise ReviewLogError("a corrected age needs a reason")
-            return tx.add(
+            reading_id = tx.add(
                 ReadingRow(
                     film_id=film_id,
                     prediction_id=prediction_id,
@@ -316,6 +334,9 @@ class ReviewLog(LogDatabase):
                     reason=reason.strip(),
                 )
             )
+            if study is not None:
+                tx.add(ReadingDetailRow(reading_id=reading_id, study=study.strip()[:100], blinded=blinded))
+            return reading_id
 
     def _add(self, row: Base, film_id: int) -> int:
         with self.appending() as tx:

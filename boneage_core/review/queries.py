@@ -22,6 +22,7 @@ from .schema import (
     MaskDecisionRow,
     PredictionDetailRow,
     PredictionRow,
+    ReadingDetailRow,
     ReadingRow,
     ReviewLogError,
     SegmentationRow,
@@ -149,6 +150,7 @@ class LogQueries:
             pred = _latest(s, PredictionRow, "film_id")
             read = _latest(s, ReadingRow, "film_id")
             details = _latest(s, PredictionDetailRow, "prediction_id")
+            reading_details = _latest(s, ReadingDetailRow, "reading_id")
             out = []
             for f in films:
                 sg, pr, rd = seg.get(f.id), pred.get(f.id), read.get(f.id)
@@ -180,9 +182,41 @@ class LogQueries:
                         film_created_at=f.created_at,
                         read_at=rd.created_at if rd else None,
                         **_details(details.get(pr.id) if pr else None),
+                        **_reading_details(reading_details.get(rd.id) if rd else None),
                     )
                 )
             return out
+
+    def readings(self, study: str | None = None) -> list[dict]:
+        """Every reading, oldest first: ``id, film_id, prediction_id, reader, action, months, at, study,
+        blinded`` (``study`` None and ``blinded`` False for readings made outside any study); with
+        ``study``, only that study's."""
+        with Session(self.engine) as s:
+            details = {d.reading_id: d for d in s.scalars(select(ReadingDetailRow))}
+            out = []
+            for r in s.scalars(select(ReadingRow).order_by(ReadingRow.id)):
+                d = details.get(r.id)
+                if study is not None and (d is None or d.study != study):
+                    continue
+                out.append(
+                    {
+                        "id": r.id,
+                        "film_id": r.film_id,
+                        "prediction_id": r.prediction_id,
+                        "reader": r.reader,
+                        "action": r.action,
+                        "months": r.months,
+                        "at": r.created_at,
+                        "study": d.study if d else None,
+                        "blinded": bool(d.blinded) if d else False,
+                    }
+                )
+            return out
+
+    def studies(self) -> list[str]:
+        """The names of the studies that have readings, sorted."""
+        with Session(self.engine) as s:
+            return sorted(set(s.scalars(select(ReadingDetailRow.study))))
 
     def readers(self) -> list[str]:
         with Session(self.engine) as s:
@@ -199,6 +233,10 @@ def _details(d: PredictionDetailRow | None) -> dict:
         "interval_level": d.interval_level,
         "quality_flags": flags,
     }
+
+
+def _reading_details(d: ReadingDetailRow | None) -> dict:
+    return {} if d is None else {"reading_study": d.study, "reading_blinded": bool(d.blinded)}
 
 
 def _latest(s: Session, model: type[Base], key: str) -> dict:

@@ -33,7 +33,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from ..errors import BoneAgeError
 
 #: The tables of the reading itself (films, masks, decisions, estimates, readings).
-LOG_TABLES = ("films", "segmentations", "mask_decisions", "predictions", "readings", "prediction_details")
+LOG_TABLES = (
+    "films",
+    "segmentations",
+    "mask_decisions",
+    "predictions",
+    "readings",
+    "prediction_details",
+    "reading_details",
+    "imports",
+)
 #: Tables whose every row is in the hash chain, in the order a migration chains them.
 CHAINED = (*LOG_TABLES, "log_events", "account_events")
 #: Tables that only ever grow: every chained table and the chain itself.
@@ -147,6 +156,48 @@ class ReadingRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now, index=True)
 
 
+class ReadingDetailRow(Base):
+    """How a reading was made: within a study, and blinded (the model's estimate hidden until the reading
+    was saved) or not. A reading without a detail row was made outside any study, unblinded.
+
+    A table of its own (one row per reading) so that the readings written before it existed keep the
+    content their chain links were computed on.
+    """
+
+    __tablename__ = "reading_details"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reading_id: Mapped[int] = mapped_column(ForeignKey("readings.id"), unique=True, index=True)
+    #: The study's name (free text chosen by whoever runs it, e.g. "hospital-2026"; no patient data).
+    study: Mapped[str] = mapped_column(String(100), index=True)
+    blinded: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class ImportRow(Base):
+    """One file met by ``boneage import``: imported as film ``film_id``, or skipped with its reason.
+
+    Nothing identifying: the file is known by keyed hashes (site secret) of its path within the archive
+    and of its SOPInstanceUID, and by the sha256 of its bytes; ``reason`` is a short code and a message
+    written by the importer, never a file name or header text.
+    """
+
+    __tablename__ = "imports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: One ``boneage import`` run (random id), so that its summary can be told from a resumed one's.
+    batch: Mapped[str] = mapped_column(String(40), index=True)
+    #: ``keyed_hash("import-path", path relative to the archive root)``.
+    source_key: Mapped[str] = mapped_column(String(64), index=True)
+    #: ``keyed_hash("import-sop", SOPInstanceUID)``; None for files without one.
+    sop_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    film_id: Mapped[int | None] = mapped_column(ForeignKey("films.id"), index=True)
+    #: ``imported``, ``skipped`` (a duplicate, not a hand, ...) or ``failed`` (unreadable).
+    status: Mapped[str] = mapped_column(String(16))
+    #: ``code: message``, e.g. ``duplicate-sop: the same image was imported before``.
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
 class LogEventRow(Base):
     """Something that happened to the log itself: a migration to the chain, triggers found missing."""
 
@@ -230,3 +281,6 @@ class Case:
     interval_level: float | None = None
     #: The quality gate's flags for the estimate; None when no gate was run (older entries).
     quality_flags: tuple[str, ...] | None = None
+    #: The latest reading's study (None: made outside any study) and whether it was blinded.
+    reading_study: str | None = None
+    reading_blinded: bool = False
