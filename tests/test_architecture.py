@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("boneage_core.evaluate",),
     ("boneage_core.review",),
     ("boneage_core.training",),
+    ("boneage_core.hospital",),
     ("boneage_core.cli",),
 ]
 #: Longest module allowed, in lines.

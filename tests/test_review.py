@@ -598,3 +598,33 @@ def test_follow_up_shows_one_childs_studies_oldest_first(log: ReviewLog, fullres
         21.0 / ((dt.date(2020, 6, 1) - dt.date(2019, 6, 1)).days / 30.4375)
     )
     assert "MRN" not in table.to_csv()
+
+
+def test_the_study_consensus_is_the_mean_of_each_readers_latest_blinded_reading(log: ReviewLog, films):
+    from boneage_core.review.study import consensus, study_table
+
+    ids = []
+    for i, film in enumerate(films[:3]):
+        fid = log.record_film(film, sex="F")
+        pid = log.add_prediction(fid, _prediction(100.0 + i))
+        ids.append((fid, pid))
+    (f1, p1), (f2, p2), (f3, p3) = ids
+    log.add_reading(f1, p1, "dr_a", 110.0, study="s", blinded=True)
+    log.add_reading(f1, p1, "dr_a", 114.0, study="s", blinded=True)  # dr_a's second look replaces the first
+    log.add_reading(f1, p1, "dr_b", 120.0, study="s", blinded=True)
+    log.add_reading(f2, p2, "dr_a", 90.0, study="s", blinded=True)
+    log.add_reading(f2, p2, "dr_b", 96.0, reason="unblinded, outside the study")  # does not count
+    log.add_reading(f3, p3, "dr_a", 80.0, study="other", blinded=True)  # another study
+    table = study_table(log, "s")
+    assert sorted(zip(table["film_id"], table["reader"], table["months"], strict=True)) == [
+        (f1, "dr_a", 114.0),
+        (f1, "dr_b", 120.0),
+        (f2, "dr_a", 90.0),
+    ]
+    ref = consensus(table, log)
+    by = {r.film_id: r for r in ref.itertuples()}
+    assert by[f1].consensus_months == 117.0 and by[f1].n_readers == 2
+    assert by[f1].reader_sd_months == pytest.approx(np.std([114.0, 120.0], ddof=1))
+    assert by[f2].n_readers == 1 and by[f2].consensus_months == 90.0 and f3 not in by
+    assert list(consensus(table, log, min_readers=2)["film_id"]) == [f1]
+    assert by[f1].pseudonym == log.latest(f1).pseudonym and by[f1].sex == "F"
