@@ -13,6 +13,7 @@ import math
 import pandas as pd
 import resources
 import streamlit as st
+from study_tab import study_tab
 
 from boneage_core.clinical.bands import AGE_BANDS_YEARS, band_label
 from boneage_core.model.gate import QUALITY_FLAGS
@@ -190,8 +191,10 @@ def rsna_tab(shared: dash.CaseFilter) -> None:
 
 
 shared = shared_filter()
-hospital, rsna = st.tabs(["Hospital (readers)", "RSNA (validation)"])
+hospital, rsna, study = st.tabs(["Hospital (readers)", "RSNA (validation)", "Study (blinded)"])
 with hospital:
     hospital_tab(shared)
 with rsna:
     rsna_tab(shared)
+with study:
+    study_tab(review)

@@ -38,6 +38,11 @@ def _core(truth: np.ndarray, pred: np.ndarray) -> dict:
     }
 
 
+def error_metrics(truth: Sequence[float], pred: Sequence[float]) -> dict:
+    """``n``, MAE, RMSE, bias (pred - truth), SD, limits of agreement, median |error|, within 6/12 months."""
+    return _core(np.asarray(truth, dtype=np.float64), np.asarray(pred, dtype=np.float64))
+
+
 def agreement_metrics(
     truth: Sequence[float], pred: Sequence[float], male: Sequence[float | None] | None = None
 ) -> dict:

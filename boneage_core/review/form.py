@@ -8,6 +8,8 @@
 * ``action="confirm"`` with an empty age confirms the model's estimate. A typed age with "confirm" is
   refused unless it is the estimate itself (within half a month): a confirmation never silently drops
   what the reader typed, and a different age has to be entered as the reader's own, with its reason.
+* ``action="blinded"`` (a study's blinded reading) needs an age and nothing else: the reader has not
+  seen the estimate, so there is nothing to confirm and no correction to justify.
 * ``action="correct"`` needs an age and a reason (an age within half a month of the estimate, without
   a reason, is a confirmation). A bare number below 20 is refused as ambiguous
   ("10.5": months or years?) and the reader is asked to add the unit; 20 and above are months.
@@ -94,4 +96,8 @@ def read_form(case: Case, form_case: int, action: str, age_text: str, reason: st
                 "give the reason for the correction (no patient names)."
             )
         return ReadingEntry(case.film_id, months, reason)
-    raise ReadingFormError(f"unknown action {action!r}: 'confirm' or 'correct'")
+    if action == "blinded":  # a study reading: the reader has not seen the estimate, nothing to confirm
+        if not typed:
+            raise ReadingFormError("Type your bone age first (months, or years and months like 10y 6m).")
+        return ReadingEntry(case.film_id, reader_age(typed), reason)
+    raise ReadingFormError(f"unknown action {action!r}: 'confirm', 'correct' or 'blinded'")

@@ -1,0 +1,63 @@
+"""The Dashboards page's Study tab: a blinded reading study's readers, their agreement, and the model
+against each reader and the consensus, with the CSV and one-page PDF. UI only: the figures come from
+:mod:`boneage_core.review.study_report`."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from boneage_core.review import dashboard as dash
+from boneage_core.review.study_report import render_study_pdf, study_figures, summary_csv
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def study_tab(review) -> None:
+    studies = review.studies()
+    if not studies:
+        st.info(
+            "No study yet: on the Worklist, switch on **Study mode (blinded)**, name the study and read; "
+            "each reader's bone age is entered before the model's estimate is shown."
+        )
+        return
+    study = st.selectbox("Study", studies, key="dash_study")
+    figures = study_figures(review, study, n_boot=1000)
+    agree, ref, summary = figures["agreement"], figures["consensus"], figures["summary"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Cases read", len(ref))
+    c2.metric("Readers", agree["n_readers"])
+    c3.metric(
+        "ICC(A,1) readers", _num(agree["icc"], 3), help="Two-way random, absolute agreement, single reader"
+    )
+    c4.metric(
+        "Readers' mean |difference|",
+        f"{_num(agree['mean_abs_difference'])} m",
+        help="Mean absolute difference between two readers' readings of one case, over every pair",
+    )
+    st.caption(
+        f"{int((ref['n_readers'] >= 2).sum())} cases read by two or more readers; ICC 95 % CI "
+        f"{_num(agree['icc_ci95'][0], 3)} to {_num(agree['icc_ci95'][1], 3)} (cases every reader read). "
+        "The consensus is the mean of the readers' latest blinded readings; readings outside study mode "
+        "do not count."
+    )
+    group = st.radio(
+        "Cases",
+        ["all", "F", "M"],
+        horizontal=True,
+        key="dash_study_group",
+        format_func={"all": "all", "F": "girls", "M": "boys"}.get,
+    )
+    shown = summary[summary["group"] == group].drop(columns=["group", "a", "b"])
+    st.dataframe(dash.rounded(shown), hide_index=True, width="stretch")
+    with st.expander("By age band of the reference"):
+        bands = summary[~summary["group"].isin(["all", "F", "M"])].drop(columns=["a", "b"])
+        st.dataframe(dash.rounded(bands), hide_index=True, width="stretch")
+    d1, d2 = st.columns(2)
+    d1.download_button("Study summary (CSV)", summary_csv(figures), f"study-{study}.csv", "text/csv")
+    d2.download_button(
+        "Study report (PDF)", render_study_pdf(figures), f"study-{study}.pdf", "application/pdf"
+    )
