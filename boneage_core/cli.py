@@ -381,12 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--val-images", type=Path, help="folder of the validation films")
     en.set_defaults(func=_ensemble)
 
+    from .hospital import importer
     from .review import report, study_report
     from .training import gate
 
     gate.add_parser(sub)
     study_report.add_parser(sub)  # `boneage study summary|list`
     report.add_parser(sub)
+    importer.add_parser(sub)
 
     from .review.commands import add_commands
 

@@ -11,17 +11,20 @@ The logic behind the app's Read page, kept here so that it is tested without Str
 * A film seen before (same sha256) opens its existing record: no new segmentation or estimate.
 * Sex comes from the argument, else the DICOM header; when neither has it,
   :class:`~boneage_core.errors.MissingSexError` is raised before anything is written, so the page can ask.
-* The film, its mask and its estimate are written in one transaction.
+* The film, its mask and its estimate are written in one transaction. ``origin`` says where the film
+  came from (``upload``, ``import:<batch>``); a film the quality gate gives one of ``refuse_flags``
+  raises :class:`FlaggedFilmError` instead, and nothing is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UnreadableFilmError
+from ..errors import BoneAgeError, UnreadableFilmError
 from ..films.film import Film
 from ..films.read import read_film
 from ..films.store import FilmStore
@@ -32,6 +35,14 @@ from ..segment.result import Segmentation
 from ..segment.segmenter import HandSegmenter
 from .log import ReviewLog
 from .schema import Case
+
+
+class FlaggedFilmError(BoneAgeError):
+    """The quality gate gave the film a flag the caller refuses (``flags``: all of the film's flags)."""
+
+    def __init__(self, flags: list[str]):
+        super().__init__(f"the quality gate flagged the film: {', '.join(flags)}")
+        self.flags = flags
 
 
 @dataclass
@@ -87,6 +98,9 @@ class ReadingService:
         name: str | None = None,
         sex: str | None = None,
         chronological_age_months: float | None = None,
+        *,
+        origin: str = "upload",
+        refuse_flags: Collection[str] = (),
     ) -> FilmAnalysis:
         """Read, segment, estimate and log one film (see the module docstring)."""
         film = read_film(data, name=name)
@@ -101,12 +115,15 @@ class ReadingService:
         seg = self.segment(film.pixels, film.sha256)
         pred = self.predictor.predict_film(film, sex, segmentation=seg)
         flags = self.gate.flags(film.pixels, segmentation=seg, months=pred.months) if self.gate else None
+        if flags and set(flags) & set(refuse_flags):
+            raise FlaggedFilmError(flags)  # before any write
         self.store.put(film.sha256, film.pixels)  # before the log rows: a logged film always has its pixels
         film_id, _, _ = self.log.record_analysis(
             film,
             seg,
             pred,
             sam_sha256=self.sam_sha256 if seg.segmenter != "classical" else None,
+            origin=origin,
             chronological_age_months=chronological_age_months,
             quality_flags=flags,
             gate_sha256=self.gate.sha256 if self.gate else None,
