@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from .schema import (
     Base,
@@ -45,7 +45,7 @@ class LogQueries:
 
     def latest(self, film_id: int) -> Case | None:
         """The :class:`Case` of one film, or None when the film is not in the log."""
-        return next((c for c in self.cases() if c.film_id == film_id), None)
+        return next(iter(self.cases(film_ids=[film_id])), None)
 
     def find_film(self, sha256: str) -> int | None:
         with Session(self.engine) as s:
@@ -136,21 +136,35 @@ class LogQueries:
         end: dt.datetime | None = None,
         readers: Iterable[str] | None = None,
         read_only: bool = False,
+        film_ids: Iterable[int] | None = None,
     ) -> list[Case]:
         """One :class:`Case` per film with the latest segmentation, decision, prediction and reading.
 
         ``start``/``end`` (UTC, naive) and ``readers`` filter on the latest reading; with any of them, or
-        with ``read_only``, films without a reading are left out.
+        with ``read_only``, films without a reading are left out. ``film_ids``: only these films (what
+        :meth:`latest` asks, so that one case costs one case's rows, not the whole log's). The masks
+        themselves are not read (:meth:`mask` does).
         """
         readers = set(readers) if readers else None
+        ids = None if film_ids is None else sorted({int(i) for i in film_ids})
         with Session(self.engine) as s:
-            films = s.scalars(select(FilmRow).order_by(FilmRow.id)).all()
-            seg = _latest(s, SegmentationRow, "film_id")
-            dec = _latest(s, MaskDecisionRow, "segmentation_id")
-            pred = _latest(s, PredictionRow, "film_id")
-            read = _latest(s, ReadingRow, "film_id")
-            details = _latest(s, PredictionDetailRow, "prediction_id")
-            reading_details = _latest(s, ReadingDetailRow, "reading_id")
+            query = select(FilmRow).order_by(FilmRow.id)
+            films = s.scalars(query if ids is None else query.where(FilmRow.id.in_(ids))).all()
+            seg = _latest(s, SegmentationRow, "film_id", ids, defer(SegmentationRow.mask_png))
+            dec = _latest(
+                s, MaskDecisionRow, "segmentation_id", None if ids is None else [g.id for g in seg.values()]
+            )
+            pred = _latest(s, PredictionRow, "film_id", ids)
+            read = _latest(s, ReadingRow, "film_id", ids)
+            details = _latest(
+                s,
+                PredictionDetailRow,
+                "prediction_id",
+                None if ids is None else [p.id for p in pred.values()],
+            )
+            reading_details = _latest(
+                s, ReadingDetailRow, "reading_id", None if ids is None else [r.id for r in read.values()]
+            )
             out = []
             for f in films:
                 sg, pr, rd = seg.get(f.id), pred.get(f.id), read.get(f.id)
@@ -239,9 +253,12 @@ def _reading_details(d: ReadingDetailRow | None) -> dict:
     return {} if d is None else {"reading_study": d.study, "reading_blinded": bool(d.blinded)}
 
 
-def _latest(s: Session, model: type[Base], key: str) -> dict:
-    """``key value -> latest row`` (highest id, ids grow with time)."""
+def _latest(s: Session, model: type[Base], key: str, only: list[int] | None = None, *options) -> dict:
+    """``key value -> latest row`` (highest id, ids grow with time); ``only``: these key values alone."""
+    query = select(model).order_by(model.id).options(*options)
+    if only is not None:
+        query = query.where(getattr(model, key).in_(only))
     out = {}
-    for row in s.scalars(select(model).order_by(model.id)):
+    for row in s.scalars(query):
         out[getattr(row, key)] = row
     return out
