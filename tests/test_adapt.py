@@ -28,7 +28,7 @@ from boneage_core.hospital.adapt import adapt_model
 from boneage_core.hospital.cases import base_estimates, cases_from_labels
 from boneage_core.hospital.recalibrate import choose, cross_validate, figures, stratified_folds
 from boneage_core.model.adapter import MonotoneMap, adaptation_info
-from boneage_core.model.checkpoint import load_checkpoint
+from boneage_core.model.checkpoint import load_checkpoint, save_checkpoint
 from boneage_core.model.predictor import BoneAgePredictor, Prediction
 from boneage_core.review.log import ReviewLog
 from boneage_core.settings import DEFAULT_MODEL, get_settings
@@ -66,6 +66,7 @@ def site(rsna_train: Path, tmp_path_factory) -> dict:
     payload["meta"]["version"] += "-1view"
     torch.save(payload, base)
     return {
+        "base_model": load_checkpoint(base),
         "folder": folder,
         "images": rsna_train / "images",
         "a": rows[0::2],
@@ -106,7 +107,7 @@ def held_out(site: dict) -> dict:
 def test_adapting_on_half_removes_the_readers_bias_on_the_other_half(site, linear, held_out, capsys):
     model = load_checkpoint(linear)
     meta = model.meta.adaptation
-    base = load_checkpoint(site["base"])
+    base = site["base_model"]
     assert meta["method"] == "linear" and meta["n"] == 100 and meta["requested"] == "auto"
     assert {s: p["kind"] for s, p in meta["by_sex"].items()} == {"F": "linear", "M": "linear"}
     assert model.meta.version == base.meta.version + "+adapt-linear-n100"
@@ -118,7 +119,7 @@ def test_adapting_on_half_removes_the_readers_bias_on_the_other_half(site, linea
     }
     assert model.weights_sha256 != base.weights_sha256  # the map is in the hash
     before, after = meta["cv"]["before"], meta["cv"]["after"]
-    assert meta["cv"]["folds"] == 5 and before["n"] == after["n"] == 100
+    assert meta["cv"]["folds"] == 5 and before["n"] == after["n"] == 100 and meta["cv"]["improves"]
     assert after["mae_months"] < before["mae_months"] - 2 and abs(after["bias_months"]) < 1
     for s in ("F", "M"):
         assert after["by_sex"][s]["mae_months"] < before["by_sex"][s]["mae_months"]
@@ -176,7 +177,7 @@ def test_predict_evaluate_and_the_setting_use_the_adapted_model(
     )
     with open(tmp_path / "eval" / "predictions.csv", newline="") as f:
         preds = list(csv.DictReader(f))
-    q = load_checkpoint(site["base"]).meta.validation["interval"]["q"]  # absolute interval of the base
+    q = site["base_model"].meta.validation["interval"]["q"]  # absolute interval of the base
     for p in preds:
         k = index[p["id"]]
         est, male = held_out["est"][k : k + 1], held_out["male"][k : k + 1]
@@ -305,12 +306,17 @@ def test_monotone_maps():
         MonotoneMap((50.0, 100.0), (90.0, 60.0), 1.0, 1.0)
 
 
-def test_an_adapted_checkpoint_without_its_map_is_refused(linear, tmp_path):
+def test_an_adapted_checkpoint_is_never_written_or_read_without_its_map(linear, tmp_path):
     payload = torch.load(linear, map_location="cpu", weights_only=True)
     payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.startswith("adapter.")}
     torch.save(payload, tmp_path / "stripped.pt")
     with pytest.raises(CheckpointError, match="disagree"):
         load_checkpoint(tmp_path / "stripped.pt")
+    model = load_checkpoint(linear)
+    with pytest.raises(
+        CheckpointError, match="not part of the network"
+    ):  # `boneage export` would drop the map
+        save_checkpoint(tmp_path / "exported.pt", model.net, model.meta)
 
 
 def _prediction(months: float, sex: str) -> Prediction:
@@ -383,7 +389,8 @@ def test_a_tiny_forced_fine_tuning_trains_one_member_and_writes_a_loadable_model
         "--batch-size",
         "8",
     )
-    model, base = load_checkpoint(out), load_checkpoint(site["base"])
+    predictor = BoneAgePredictor(out)
+    model, base = predictor.model, site["base_model"]
     meta = model.meta.adaptation
     assert model.adapter is None and meta["method"] == "finetune" and meta["n"] == 16
     assert meta["finetune"]["members_trained"] == [2] and meta["finetune"]["epochs"] == 1
@@ -408,5 +415,5 @@ def test_a_tiny_forced_fine_tuning_trains_one_member_and_writes_a_loadable_model
         members[2]["version"].endswith("+adapt-finetune-n16")
         and members[0] == base.meta.training["members"][0]
     )
-    pred = BoneAgePredictor(out).predict_film(read_film(site["images"] / f"{rows[0]['id']}.jpg"), "F")
+    pred = predictor.predict_film(read_film(site["images"] / f"{rows[0]['id']}.jpg"), "F")
     assert 0 < pred.months < 240 and pred.weights_sha256 == model.weights_sha256

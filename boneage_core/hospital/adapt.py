@@ -27,24 +27,17 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import BoneAgeError
-from ..model.adapter import SEXES
-from ..model.checkpoint import load_checkpoint
-from .cases import CaseSet, base_estimates, cases_from_labels, cases_from_log
-from .finetune import (
-    FinetuneConfig,
-    canonical_images,
-    cross_validate_finetune,
-    finetune,
-    member_records,
-    tuned_state,
-)
-from .recalibrate import THRESHOLDS, choose, cross_validate, figures, fit_adapter, stratified_folds
 
+if TYPE_CHECKING:  # the models are imported when a command runs, not when the parser is built
+    import numpy as np
+
+    from .cases import CaseSet
+    from .finetune import FinetuneConfig
+
+#: Adaptation methods of ``--method``.
 METHODS = ("auto", "linear", "isotonic", "finetune")
 
 
@@ -64,6 +57,22 @@ def adapt_model(
     """Adapt ``predictor``'s model (a :class:`~boneage_core.model.predictor.BoneAgePredictor` of the base
     checkpoint) to ``cases`` and write the adapted checkpoint to ``out``; returns its ``adaptation``
     metadata with ``model_version``, ``weights_sha256`` and ``out`` added."""
+    import numpy as np
+    import torch
+
+    from ..model.adapter import SEXES
+    from ..model.checkpoint import weights_sha256
+    from .cases import base_estimates
+    from .finetune import (
+        FinetuneConfig,
+        canonical_images,
+        cross_validate_finetune,
+        finetune,
+        member_records,
+        tuned_state,
+    )
+    from .recalibrate import THRESHOLDS, choose, cross_validate, figures, fit_adapter, stratified_folds
+
     base = predictor.model
     if base.meta.adaptation:
         raise BoneAgeError(
@@ -134,17 +143,25 @@ def adapt_model(
         "thresholds": THRESHOLDS,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    cv_figures = adaptation["cv"]
+    cv_figures["improves"] = bool(cv_figures["after"]["mae_months"] < cv_figures["before"]["mae_months"])
+    if not cv_figures["improves"]:
+        log(
+            "warning: in cross-validation the adapted model is no closer to the reference than the base model "
+            "(MAE before {:.2f}, after {:.2f}): keep the base model, or adapt on more cases".format(
+                cv_figures["before"]["mae_months"], cv_figures["after"]["mae_months"]
+            )
+        )
     payload["meta"]["version"] = version
     payload["meta"]["adaptation"] = adaptation
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(out)
-    written = load_checkpoint(out)  # checks it, and gives the sha256 its predictions will carry
     result = {
         **adaptation,
         "model_version": version,
-        "weights_sha256": written.weights_sha256,
+        "weights_sha256": weights_sha256(payload["state_dict"]),  # what its predictions will carry
         "out": str(out),
     }
     _write_work(work, cases, est, cv, fold, result)
@@ -174,6 +191,8 @@ def _write_work(
 
 def report_lines(result: dict) -> list[str]:
     """The before/after table and the fit, as printed by ``boneage adapt``."""
+    from ..model.adapter import SEXES
+
     cv = result["cv"]
     lines = [
         f"{cv['folds']}-fold cross-validation (each case estimated by a fit that never saw it):",
@@ -205,6 +224,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..model.predictor import BoneAgePredictor
     from ..settings import get_settings
+    from .cases import cases_from_labels, cases_from_log
+    from .finetune import FinetuneConfig
 
     if args.from_log == bool(args.images or args.labels):
         raise BoneAgeError("give either --images and --labels, or --from-log")

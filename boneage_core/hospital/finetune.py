@@ -222,9 +222,11 @@ def cross_validate_finetune(
 def tuned_state(base_state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
     """The fine-tuned network's tensors in the dtypes of the base checkpoint's (half stays half)."""
     state = net.state_dict()
-    if set(state) != set(base_state):
+    if not set(base_state) <= set(state):
         raise BoneAgeError("the fine-tuned network's tensors do not match the base checkpoint's")
-    return {k: v.detach().cpu().to(base_state[k].dtype) for k, v in state.items()}
+    return {
+        k: v.detach().cpu().to(base_state[k].dtype if k in base_state else v.dtype) for k, v in state.items()
+    }
 
 
 def member_records(

@@ -58,6 +58,11 @@ def save_checkpoint(
     extra: dict | None = None,
 ) -> str:
     """Write ``{"meta", "state_dict", **extra}`` atomically; returns the sha256 of the weights."""
+    if meta.adaptation.get("method") in RECALIBRATION_METHODS:
+        raise CheckpointError(
+            f"{meta.version} carries a site's map of the estimate, which is not part of the network: "
+            "write the base model and adapt it again (boneage adapt)"
+        )
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     payload = {"meta": meta.to_dict(), "state_dict": state, **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
