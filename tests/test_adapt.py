@@ -118,6 +118,7 @@ def test_adapting_on_half_removes_the_readers_bias_on_the_other_half(site, linea
         "tta": "none",
     }
     assert model.weights_sha256 != base.weights_sha256  # the map is in the hash
+    assert (meta["model_version"], meta["weights_sha256"]) == (model.meta.version, model.weights_sha256)
     before, after = meta["cv"]["before"], meta["cv"]["after"]
     assert meta["cv"]["folds"] == 5 and before["n"] == after["n"] == 100 and meta["cv"]["improves"]
     assert after["mae_months"] < before["mae_months"] - 2 and abs(after["bias_months"]) < 1
@@ -397,7 +398,8 @@ def test_a_tiny_forced_fine_tuning_trains_one_member_and_writes_a_loadable_model
     assert meta["finetune"]["steps"] == 2
     assert meta["cv"]["folds"] == 2 and meta["cv"]["before"]["n"] == meta["cv"]["after"]["n"] == 16
     assert all(np.isfinite(meta["cv"]["after"][k]) for k in ("mae_months", "bias_months"))
-    assert model.meta.version == base.meta.version + "+adapt-finetune-n16"
+    assert model.meta.version == base.meta.version + "+adapt-finetune-n16" == meta["model_version"]
+    assert meta["weights_sha256"] == model.weights_sha256
     assert model.weights_sha256 != base.weights_sha256
     new, old = model.net.state_dict(), base.net.state_dict()
     assert not torch.equal(new["members.2.head.3.weight"], old["members.2.head.3.weight"])

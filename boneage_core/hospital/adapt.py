@@ -56,7 +56,7 @@ def adapt_model(
 ) -> dict:
     """Adapt ``predictor``'s model (a :class:`~boneage_core.model.predictor.BoneAgePredictor` of the base
     checkpoint) to ``cases`` and write the adapted checkpoint to ``out``; returns its ``adaptation``
-    metadata with ``model_version``, ``weights_sha256`` and ``out`` added."""
+    metadata (the adapted ``model_version`` and ``weights_sha256`` among it) with ``out`` added."""
     import numpy as np
     import torch
 
@@ -152,18 +152,15 @@ def adapt_model(
                 cv_figures["before"]["mae_months"], cv_figures["after"]["mae_months"]
             )
         )
+    sha = weights_sha256(payload["state_dict"])  # what its predictions will carry (the meta is not hashed)
+    adaptation.update(model_version=version, weights_sha256=sha)
     payload["meta"]["version"] = version
     payload["meta"]["adaptation"] = adaptation
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(out)
-    result = {
-        **adaptation,
-        "model_version": version,
-        "weights_sha256": weights_sha256(payload["state_dict"]),  # what its predictions will carry
-        "out": str(out),
-    }
+    result = {**adaptation, "out": str(out)}
     _write_work(work, cases, est, cv, fold, result)
     return result
 
