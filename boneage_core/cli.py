@@ -390,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     importer.add_parser(sub)
 
+    from .hospital import adapt
+
+    adapt.add_parser(sub)  # `boneage adapt`
     from .review.commands import add_commands
 
     add_commands(sub)  # `boneage users ...` (reader accounts) and `boneage log verify`

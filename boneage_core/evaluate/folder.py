@@ -84,10 +84,9 @@ def evaluate_folder(
     def flush() -> None:
         if not batch:
             return
-        months, spread = predictor.predict_batch_spread(
+        months, spread, bounds = predictor.predict_batch_interval(
             [b[1] for b in batch], [1.0 if b[2] == "M" else 0.0 for b in batch]
         )
-        bounds = predictor.interval_bounds(months, spread)
         level = predictor.interval.level if bounds is not None else ""
         for k, ((i, _, sex, source), m) in enumerate(zip(batch, months, strict=True)):
             truth = rows[i].boneage

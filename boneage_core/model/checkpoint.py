@@ -2,8 +2,9 @@
 
 A checkpoint is ``{"meta": ModelMeta.to_dict(), "state_dict": {name: tensor}, **extra}``: no pickled class,
 so it loads with ``torch.load(weights_only=True)`` whatever the package layout. :class:`ModelMeta` holds the
-architecture, preprocessing, training data, validation figures and a version string; :func:`load_checkpoint`
-checks them and builds the :class:`~boneage_core.model.net.BoneAgeNet` (or ensemble) they describe.
+architecture, preprocessing, training data, validation figures, a site's adaptation and a version string;
+:func:`load_checkpoint` checks them and builds the :class:`~boneage_core.model.net.BoneAgeNet` (or ensemble)
+they describe, with the recalibration an adapted checkpoint carries (:mod:`boneage_core.model.adapter`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
+from .adapter import RECALIBRATION_METHODS, Adapter, split_state
 from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet
 from .transforms import PreprocessConfig
 
@@ -36,6 +38,8 @@ class ModelMeta:
     validation: dict = field(default_factory=dict)
     created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     format: int = CHECKPOINT_FORMAT
+    #: ``boneage adapt``: how the model was adapted to a site (empty for a model that was not).
+    adaptation: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +58,11 @@ def save_checkpoint(
     extra: dict | None = None,
 ) -> str:
     """Write ``{"meta", "state_dict", **extra}`` atomically; returns the sha256 of the weights."""
+    if meta.adaptation.get("method") in RECALIBRATION_METHODS:
+        raise CheckpointError(
+            f"{meta.version} carries a site's map of the estimate, which is not part of the network: "
+            "write the base model and adapt it again (boneage adapt)"
+        )
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     payload = {"meta": meta.to_dict(), "state_dict": state, **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +90,8 @@ class LoadedModel:
     meta: ModelMeta
     weights_sha256: str
     path: Path
+    #: The recalibration of the estimate an adapted checkpoint carries (None: the network's own estimate).
+    adapter: Adapter | None = None
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
@@ -103,8 +114,13 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
     for key in ("input_size", "canonical_side", "view"):
         if key not in meta.preprocess:
             raise CheckpointError(f"{path.name}: preprocessing metadata lacks {key!r}")
-    state = payload["state_dict"]
-    sha = weights_sha256(state)
+    sha = weights_sha256(payload["state_dict"])  # the adapter's tensors included
+    state, adapter = split_state(payload["state_dict"])
+    if (adapter is not None) != (meta.adaptation.get("method") in RECALIBRATION_METHODS):
+        raise CheckpointError(
+            f"{path.name}: its adapter tensors and its adaptation metadata disagree "
+            f"(method {meta.adaptation.get('method')!r}, adapter {'present' if adapter else 'absent'})"
+        )
     if meta.arch == ENSEMBLE_ARCH:
         members = meta.training.get("members") or []
         if not members:
@@ -119,4 +135,4 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
     except RuntimeError as e:
         raise CheckpointError(f"{path.name}: weights do not fit {meta.arch}: {e}") from e
     net.eval().to(device)
-    return LoadedModel(net=net, meta=meta, weights_sha256=sha, path=path)
+    return LoadedModel(net=net, meta=meta, weights_sha256=sha, path=path, adapter=adapter)

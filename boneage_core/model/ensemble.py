@@ -42,6 +42,11 @@ class Member:
 
 def members_of(loaded: LoadedModel) -> list[Member]:
     """The members of a checkpoint: itself for a single model, its members for an ensemble (flattened)."""
+    if loaded.adapter is not None:
+        raise BoneAgeError(
+            f"{loaded.path.name} is adapted to a site ({loaded.meta.version}): its recalibration cannot go into "
+            "an ensemble; combine the base models, then adapt the ensemble"
+        )
     if loaded.meta.arch != ENSEMBLE_ARCH:
         m = loaded.meta
         return [

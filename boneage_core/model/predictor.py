@@ -11,6 +11,11 @@ checkpoint was validated with (``preprocess.tta``: the mirror image, or small zo
 Grad-CAM++ (the ``grad-cam`` package) targets the predicted age at the last feature map of the backbone,
 and the map is stretched back onto the film the reader sees (the inverse of the canonical stretch)
 (:mod:`boneage_core.model.explain`).
+
+A checkpoint adapted to a site (``boneage adapt``) carries a monotone map of the estimate per sex
+(:mod:`boneage_core.model.adapter`): the estimate is the map of the mean over the views, the spread the SD
+of the mapped views, and the calibrated interval's ends are those of the base estimate mapped through it.
+Provenance (version, weights sha256) is the adapted checkpoint's, whose hash covers the map.
 """
 
 from __future__ import annotations
@@ -107,6 +112,8 @@ class BoneAgePredictor:
         self._lock = threading.Lock()
         #: The interval calibration the checkpoint carries (None: estimates come without an interval).
         self.interval = IntervalCalibration.from_dict(self.model.meta.validation.get("interval"))
+        #: The site's recalibration of the estimate (None: the network's own estimate).
+        self.adapter = self.model.adapter
 
     # ---- provenance
     @property
@@ -134,14 +141,36 @@ class BoneAgePredictor:
         """Months ``(N,) float64`` for films (each ``HW uint8``) and sexes (1.0 male, 0.0 female)."""
         return self.predict_batch_spread(films, male)[0]
 
-    @torch.no_grad()
     def predict_batch_spread(
         self, films: list[np.ndarray], male: np.ndarray | list[float]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(months, spread), both ``(N,) float64``: the mean over the TTA views and their standard
-        deviation (0 without TTA), the spread that scales the calibrated interval."""
+        deviation (0 without TTA), both through the site's map when the model is adapted."""
+        months, spread, _ = self.predict_batch_interval(films, male)
+        return months, spread
+
+    def predict_batch_interval(
+        self, films: list[np.ndarray], male: np.ndarray | list[float]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """(months, spread, bounds): :meth:`predict_batch_spread` and the calibrated ``(low, high)`` of
+        each film (None without a calibration); an adapted model maps the base interval's ends."""
+        views = self._views(films, male)
+        raw = views.mean(0)
+        spread = views.std(0) if len(views) > 1 else np.zeros_like(raw)
+        bounds = self.interval.bounds(raw, spread) if self.interval else None
+        if self.adapter is None:
+            return raw, spread, bounds
+        adapted = self.adapter.apply(views, male)
+        months = self.adapter.apply(raw, male)
+        if bounds is not None:
+            bounds = (self.adapter.apply(bounds[0], male), self.adapter.apply(bounds[1], male))
+        return months, (adapted.std(0) if len(views) > 1 else np.zeros_like(raw)), bounds
+
+    @torch.no_grad()
+    def _views(self, films: list[np.ndarray], male: np.ndarray | list[float]) -> np.ndarray:
+        """The network's estimate of each TTA view, ``(V, N) float64`` (months, before any adapter)."""
         if len(films) == 0:
-            return np.zeros(0), np.zeros(0)
+            return np.zeros((1, 0))
         x = (
             to_model_input(list(films), self.pre)
             .to(self.device)
@@ -153,11 +182,17 @@ class BoneAgePredictor:
             y = torch.stack(
                 [self.net(v.contiguous(memory_format=torch.channels_last), m) for v in views]
             ).double()
-        spread = y.std(0, unbiased=False) if len(y) > 1 else torch.zeros_like(y[0])
-        return y.mean(0).cpu().numpy(), spread.cpu().numpy()
+        return y.cpu().numpy()
 
     def interval_bounds(self, months: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """The calibrated (low, high) for these estimates, or None without a calibration."""
+        """The calibrated (low, high) for these estimates, or None without a calibration.
+
+        Only for a model that was not adapted (an adapted model's interval is the base interval mapped,
+        which needs the base estimate): use :meth:`predict_batch_interval`."""
+        if self.adapter is not None:
+            raise BoneAgeError(
+                f"model {self.version} is adapted: its interval comes with predict_batch_interval"
+            )
         return self.interval.bounds(months, spread) if self.interval else None
 
     def predict(self, pixels: np.ndarray, male: bool | float) -> float:
@@ -182,11 +217,10 @@ class BoneAgePredictor:
         """
         s, source = resolve_sex(sex, film)
         t = time.perf_counter()
-        months_, spread = self.predict_batch_spread(
+        months_, _, bounds = self.predict_batch_interval(
             [self.model_view(film, segmentation)], [1.0 if s == "M" else 0.0]
         )
         months = float(months_[0])
-        bounds = self.interval_bounds(months_, spread)
         return Prediction(
             months=months,
             sex=s,
