@@ -8,15 +8,63 @@ import math
 
 import streamlit as st
 
+from boneage_core.model.adapter import adaptation_info
 from boneage_core.review import dashboard as dash
 from boneage_core.review.study_report import render_study_pdf, study_figures, summary_csv
+from boneage_core.settings import get_settings
 
 
 def _num(value: float, digits: int = 1) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _adaptation(path: str, mtime: float) -> dict | None:
+    return adaptation_info(path)
+
+
+def adaptation_panel() -> None:
+    """The model in use (``BONEAGE_MODEL``): when it was adapted to this site, its k-fold figures before
+    and after (each case estimated by a fit that never saw it)."""
+    path = get_settings().model_path
+    try:
+        info = _adaptation(str(path), path.stat().st_mtime)
+    except Exception:  # an unreadable model is the Read page's message, not this tab's
+        return
+    if not info:
+        st.caption(f"The model in use ({path.name}) is not adapted to this site (`boneage adapt`).")
+        return
+    cv = info.get("cv", {})
+    before, after = cv.get("before", {}), cv.get("after", {})
+    st.subheader(f"The model in use: adapted to this site ({info.get('method')}, {info.get('n')} cases)")
+    rows = []
+    for group, b, a in [("all", before, after)] + [
+        (sex, before.get("by_sex", {}).get(sex, {}), after.get("by_sex", {}).get(sex, {}))
+        for sex in ("F", "M")
+    ]:
+        rows.append(
+            {
+                "cases": {"all": "all", "F": "girls", "M": "boys"}[group],
+                "n": b.get("n"),
+                "MAE before": b.get("mae_months"),
+                "MAE after": a.get("mae_months"),
+                "bias before": b.get("bias_months"),
+                "bias after": a.get("bias_months"),
+            }
+        )
+    import pandas as pd
+
+    st.dataframe(dash.rounded(pd.DataFrame(rows)), hide_index=True, width="stretch")
+    st.caption(
+        f"{cv.get('folds')}-fold cross-validation on the cases it was adapted on (reference: "
+        f"{info.get('reference', {}).get('kind', '?')}); version {info.get('model_version')}, "
+        f"base {info.get('base', {}).get('model_version', '?')}."
+        + ("" if cv.get("improves", True) else " The adaptation did not improve the cross-validated MAE.")
+    )
+
+
 def study_tab(review) -> None:
+    adaptation_panel()
     studies = review.studies()
     if not studies:
         st.info(

@@ -88,9 +88,17 @@ def _adapt(site: dict, out: Path, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def linear(site: dict) -> Path:
-    """The model adapted on half A by ``boneage adapt --images --labels`` (auto: 100 cases, a line per sex)."""
+    """The model adapted on half A by ``boneage adapt --images --labels --method linear`` (100 cases: a
+    line per sex; the boys' simulated bias has a slope, which an offset cannot take)."""
     return _adapt(
-        site, site["folder"] / "site.pt", "--images", str(site["images"]), "--labels", str(site["labels_a"])
+        site,
+        site["folder"] / "site.pt",
+        "--images",
+        str(site["images"]),
+        "--labels",
+        str(site["labels_a"]),
+        "--method",
+        "linear",
     )
 
 
@@ -108,7 +116,7 @@ def test_adapting_on_half_removes_the_readers_bias_on_the_other_half(site, linea
     model = load_checkpoint(linear)
     meta = model.meta.adaptation
     base = site["base_model"]
-    assert meta["method"] == "linear" and meta["n"] == 100 and meta["requested"] == "auto"
+    assert meta["method"] == "linear" and meta["n"] == 100 and meta["requested"] == "linear"
     assert {s: p["kind"] for s, p in meta["by_sex"].items()} == {"F": "linear", "M": "linear"}
     assert model.meta.version == base.meta.version + "+adapt-linear-n100"
     assert meta["base"] == {
@@ -270,12 +278,14 @@ def test_a_forced_isotonic_map_is_monotone_and_maps_the_interval(site, linear, h
 
 
 def test_the_method_follows_the_number_of_cases():
-    assert choose("auto", {"F": 30, "M": 40}) == ("linear", {"F": "linear", "M": "linear"})
-    assert choose("auto", {"F": 10, "M": 40}) == ("linear", {"F": "pooled-linear", "M": "linear"})
+    assert choose("auto", {"F": 30, "M": 40}) == ("offset", {"F": "offset", "M": "offset"})
+    assert choose("auto", {"F": 10, "M": 40}) == ("offset", {"F": "pooled-offset", "M": "offset"})
+    assert choose("auto", {"F": 60, "M": 40}) == ("linear", {"F": "linear", "M": "offset"})
     assert choose("auto", {"F": 120, "M": 110}) == ("isotonic", {"F": "isotonic", "M": "isotonic"})
     assert choose("auto", {"F": 120, "M": 50}) == ("isotonic", {"F": "isotonic", "M": "linear"})
+    assert choose("linear", {"F": 30, "M": 10}) == ("linear", {"F": "linear", "M": "pooled-linear"})
     assert choose("auto", {"F": 600, "M": 500}) == ("finetune", {})
-    assert choose("isotonic", {"F": 30, "M": 10}) == ("isotonic", {"F": "isotonic", "M": "pooled-linear"})
+    assert choose("isotonic", {"F": 30, "M": 10}) == ("isotonic", {"F": "isotonic", "M": "pooled-offset"})
     assert choose("linear", {"F": 600, "M": 500}) == ("linear", {"F": "linear", "M": "linear"})
     with pytest.raises(BoneAgeError, match="at least 16"):
         choose("auto", {"F": 5, "M": 8})
@@ -354,7 +364,7 @@ def test_adapt_from_the_log_uses_the_consensus_of_the_blinded_readings(site, hel
     assert main([*common, "--out", str(out)]) == 2  # two studies: which one?
     assert main([*common, "--study", "site-2026", "--out", str(out)]) == 0
     meta = adaptation_info(out)
-    assert meta["n"] == 20 and meta["method"] == "linear"
+    assert meta["n"] == 20 and meta["method"] == "offset"  # 20 cases: an offset per sex
     assert meta["reference"]["kind"] == "log-consensus" and meta["reference"]["study"] == "site-2026"
     assert meta["reference"]["readers"] == ["dr_a", "dr_b"] and meta["reference"]["n_readings"] == 40
     assert meta["n_by_sex"]["F"] + meta["n_by_sex"]["M"] == 20
@@ -367,7 +377,7 @@ def test_adapt_from_the_log_uses_the_consensus_of_the_blinded_readings(site, hel
         log=lambda _: None,
     )
     assert same["by_sex"] == meta["by_sex"] and same["cv"]["after"] == meta["cv"]["after"]
-    assert load_checkpoint(out).meta.version.endswith("+adapt-linear-n20")
+    assert load_checkpoint(out).meta.version.endswith("+adapt-offset-n20")
 
 
 def test_a_tiny_forced_fine_tuning_trains_one_member_and_writes_a_loadable_model(site, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from boneage_core.review.study import consensus, study_table
 from boneage_core.review.study_figures import bootstrap_mae_ci, reader_agreement, study_summary
 from boneage_core.review.study_report import render_study_pdf, study_figures, summary_csv
 
+ROOT_MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
 ESTIMATES = [60.0, 84.0, 100.0, 120.0, 132.0, 150.0, 170.0, 190.0]
 SEXES = ["F", "M", "F", "M", "F", "M", "F", "M"]
 #: Each reader's offset from a "truth" of estimate + 5 months, plus a per-case wobble (fixed here).
@@ -164,3 +166,56 @@ def test_the_dashboards_study_tab_shows_the_readers_agreement_and_the_model(data
     assert table["comparison"].iloc[0] == "model vs consensus" and int(table["n"].iloc[0]) == 8
     at.radio(key="dash_study_group").set_value("F").run()
     assert int(at.tabs[2].dataframe[0].value["n"].iloc[0]) == 4
+
+
+def test_the_study_tab_shows_the_adapted_models_figures_before_and_after(
+    data_dir, eight_films, tmp_path, monkeypatch
+):
+    """An adapted model in use (``BONEAGE_MODEL``): its cross-validated figures, before and after."""
+    from boneage_core.model.adapter import adaptation_info
+    from boneage_core.settings import get_settings
+
+    base = ROOT_MODELS / "boneage-lite0-224.pt"
+    log, _ = _study_log(data_dir / "review.sqlite", eight_films)
+    labels = tmp_path / "labels.csv"
+    images = tmp_path / "films"
+    images.mkdir()
+    rows = ["id,boneage,male"]
+    for i, film in enumerate(eight_films * 2):  # 16 cases, the fewest adapted
+        fid = f"f{i}"
+        (images / f"{fid}.png").write_bytes(_png(film.pixels))
+        rows.append(f"{fid},{ESTIMATES[i % 8] + 9},{SEXES[i % 8] == 'M'}")
+    labels.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "site.pt"
+    assert (
+        main(
+            [
+                "adapt",
+                "--images",
+                str(images),
+                "--labels",
+                str(labels),
+                "--out",
+                str(out),
+                "--model",
+                str(base),
+            ]
+        )
+        == 0
+    )
+    monkeypatch.setenv("BONEAGE_MODEL", str(out))
+    get_settings.cache_clear()
+    at = start("dashboards")
+    info = adaptation_info(out)
+    assert any(f"adapted to this site ({info['method']}, 16 cases)" in h.value for h in at.tabs[2].subheader)
+    table = at.tabs[2].dataframe[0].value
+    assert list(table["cases"]) == ["all", "girls", "boys"]
+    assert table["MAE after"].iloc[0] == pytest.approx(info["cv"]["after"]["mae_months"], abs=0.05)
+
+
+def _png(pixels) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()

@@ -6,8 +6,8 @@
 The reference is a labels table (``id,boneage,male`` or RSNA's test format) or the consensus of a study's
 blinded readings in the review log (:mod:`boneage_core.hospital.cases`). The base model estimates every
 film once (kept in ``<out>.adapt/base-predictions.csv``, or ``--cache``); the method follows the number
-of cases (:func:`boneage_core.hospital.recalibrate.choose`: a line per sex, an isotonic map per sex from
-100 cases of that sex, fine-tuning from 1000 cases, :mod:`boneage_core.hospital.finetune`). Every case's
+of cases (:func:`boneage_core.hospital.recalibrate.choose`: an offset per sex, a line per sex from 50 cases of
+that sex, an isotonic map per sex from 100, fine-tuning from 1000 cases, :mod:`boneage_core.hospital.finetune`). Every case's
 "after" estimate comes from a fit that never saw it (k folds stratified by sex); the "before" figures are
 the base model's on the same cases.
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the models are imported when a command runs, not when the p
     from .finetune import FinetuneConfig
 
 #: Adaptation methods of ``--method``.
-METHODS = ("auto", "linear", "isotonic", "finetune")
+METHODS = ("auto", "offset", "linear", "isotonic", "finetune")
 
 
 def adapt_model(
@@ -281,7 +281,8 @@ def add_parser(sub) -> None:
         "--method",
         choices=METHODS,
         default="auto",
-        help="auto (default): a line per sex; isotonic from 100 cases of a sex; fine-tuning from 1000 cases",
+        help="auto (default): an offset per sex; a line from 50 cases of a sex, isotonic from 100; "
+        "fine-tuning from 1000 cases",
     )
     p.add_argument("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and of fine-tuning")

@@ -32,7 +32,7 @@ ADAPTER_PREFIX = "adapter."
 #: The sexes an adapter maps, in the order of ``male`` 0.0 and 1.0.
 SEXES = ("F", "M")
 #: Adaptation methods that carry a map (fine-tuning changes the weights instead).
-RECALIBRATION_METHODS = ("linear", "isotonic")
+RECALIBRATION_METHODS = ("offset", "linear", "isotonic")
 #: The adapted estimate is kept in [0, MONTHS_MAX] months (the range a reading may take).
 MONTHS_MAX = 240.0
 
