@@ -14,15 +14,21 @@ The logic behind the app's Read page, kept here so that it is tested without Str
 * The film, its mask and its estimate are written in one transaction. ``origin`` says where the film
   came from (``upload``, ``import:<batch>``); a film the quality gate gives one of ``refuse_flags``
   raises :class:`FlaggedFilmError` instead, and nothing is written.
+* A reader edits a mask with include/exclude points (:meth:`ReadingService.add_point`, ``undo_point``,
+  ``clear_points``); each change is a new segmentation row, and the points are read back from the rows
+  (:class:`ReaderPoints`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..errors import BoneAgeError, UnreadableFilmError
 from ..films.film import Film
@@ -31,10 +37,10 @@ from ..films.store import FilmStore
 from ..model.gate import QualityGate
 from ..model.predictor import BoneAgePredictor, Prediction, resolve_sex
 from ..segment.classical import classical_segment
-from ..segment.result import Segmentation
+from ..segment.result import MaskQuality, Segmentation
 from ..segment.segmenter import HandSegmenter
 from .log import ReviewLog
-from .schema import Case
+from .schema import Case, SegmentationRow
 
 
 class FlaggedFilmError(BoneAgeError):
@@ -68,6 +74,8 @@ class Refinement:
     segmentation_id: int
     #: True when SAM had to encode the film first (the first click on a film in this session).
     encoded: bool
+    #: The segmentation copied (undo of the only point, clear), when no SAM was run.
+    restored_from: int | None = None
 
 
 class ReadingService:
@@ -169,15 +177,221 @@ class ReadingService:
 
     def refine(self, film_id: int, points: np.ndarray, labels: np.ndarray) -> Refinement:
         """Re-run SAM on a film with the reader's points (Nx2 XY film pixels; labels 1 include, 0 exclude)
-        and log the result as the film's latest segmentation, waiting for a decision."""
+        and log the result as the film's latest segmentation, waiting for a decision.
+
+        ``points`` are the film's automatic prompt followed by the reader's clicks (``seg["points"]`` of
+        the latest mask plus a click, as :meth:`add_point` makes them); when they start with the automatic
+        prompt of :meth:`reader_points`, the clicks win over it (:meth:`HandSegmenter.refine`), otherwise
+        every point is taken as the reader's."""
         if self.segmenter is None:
             raise RuntimeError("re-prompting needs SAM; no SAM checkpoint is loaded")
         case = self.log.latest(film_id)
         if case is None:
             raise UnreadableFilmError(f"no film {film_id} in the log")
+        points = np.asarray(points, np.float32).reshape(-1, 2)
+        labels = np.asarray(labels, np.int64).reshape(-1)
+        n_auto = self._n_auto(film_id, points, labels)
         encoded = False
         if case.sha256 != self._encoded or not self.segmenter.is_image_set:
             encoded = self._encode(self.pixels(film_id), case.sha256)
-        seg = self.segmenter.refine(points, labels)
+        seg = self.segmenter.refine(points, labels, n_auto=n_auto)
         seg_id = self.log.add_segmentation(film_id, seg, self.sam_sha256)
         return Refinement(segmentation=seg, segmentation_id=seg_id, encoded=encoded)
+
+    def _n_auto(self, film_id: int, points: np.ndarray, labels: np.ndarray) -> int:
+        """How many leading ``points`` are the film's automatic prompt (0 when they do not start with it)."""
+        rows = self._prompt_rows(film_id)
+        if not rows:
+            return 0
+        base, _, _ = _follow_edits(rows)
+        return len(base.points) if _starts_with(points, labels, base.points, base.labels) else 0
+
+    def reader_points(self, film_id: int) -> ReaderPoints:
+        """The reader's points behind the film's latest mask and the automatic segmentation they edit,
+        read back from the log (see :class:`ReaderPoints`)."""
+        rows = self._prompt_rows(film_id)
+        if not rows:
+            raise UnreadableFilmError(f"film {film_id} has no mask in the log")
+        base, mine, mine_l = _follow_edits(rows)
+        return ReaderPoints(
+            film_id=film_id,
+            base_id=base.id,
+            latest_id=rows[-1].id,
+            auto_points=base.points,
+            auto_labels=base.labels,
+            points=mine,
+            labels=mine_l,
+        )
+
+    def add_point(self, film_id: int, xy: tuple[float, float], label: int) -> Refinement:
+        """Add one reader's point (XY film pixels; 1 include, 0 exclude) to the film's latest prompt and
+        re-run SAM (:meth:`refine`)."""
+        state = self.reader_points(film_id)
+        return self.refine(
+            film_id,
+            np.vstack([state.auto_points, state.points, np.asarray(xy, np.float32).reshape(1, 2)]),
+            np.concatenate([state.auto_labels, state.labels, [int(label)]]),
+        )
+
+    def undo_point(self, film_id: int) -> Refinement | None:
+        """Take back the reader's last point: SAM re-run on the points before it, or, when it was the only
+        one, the automatic segmentation logged again. A new row either way (the log is append-only);
+        None when the latest mask has no reader's points."""
+        state = self.reader_points(film_id)
+        if len(state.points) == 0:
+            return None
+        if len(state.points) == 1:
+            return self._restore(film_id, state.base_id)
+        return self.refine(
+            film_id,
+            np.vstack([state.auto_points, state.points[:-1]]),
+            np.concatenate([state.auto_labels, state.labels[:-1]]),
+        )
+
+    def clear_points(self, film_id: int) -> Refinement | None:
+        """Drop every reader's point: the automatic segmentation logged again as the film's latest (a new
+        row, nothing deleted). None when the latest mask has no reader's points."""
+        state = self.reader_points(film_id)
+        if len(state.points) == 0:
+            return None
+        return self._restore(film_id, state.base_id)
+
+    def _restore(self, film_id: int, segmentation_id: int) -> Refinement:
+        """Log a copy of segmentation ``segmentation_id`` (mask, prompt, score, flag, segmenter, SAM
+        checkpoint) as the film's latest, waiting for a decision."""
+        kept = next(r for r in self._prompt_rows(film_id) if r.id == segmentation_id)
+        seg = _copy_of(self.log.segmentation(segmentation_id), kept.box)
+        seg_id = self.log.add_segmentation(film_id, seg, kept.sam_sha256)
+        return Refinement(
+            segmentation=seg, segmentation_id=seg_id, encoded=False, restored_from=segmentation_id
+        )
+
+    def _prompt_rows(self, film_id: int) -> list[_PromptRow]:
+        """The film's segmentations without their masks, oldest first."""
+        with Session(self.log.engine) as s:
+            rows = s.execute(
+                select(
+                    SegmentationRow.id,
+                    SegmentationRow.prompts,
+                    SegmentationRow.sam_sha256,
+                    SegmentationRow.box,
+                )
+                .where(SegmentationRow.film_id == film_id)
+                .order_by(SegmentationRow.id)
+            ).all()
+        out = []
+        for seg_id, prompts, sam_sha256, box in rows:
+            p = json.loads(prompts or "{}")
+            out.append(
+                _PromptRow(
+                    id=seg_id,
+                    points=np.asarray(p.get("points", []), np.float32).reshape(-1, 2),
+                    labels=np.asarray(p.get("labels", []), np.int64).reshape(-1),
+                    sam_sha256=sam_sha256,
+                    box=tuple(json.loads(box)),
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class ReaderPoints:
+    """The reader's points behind a film's latest mask, on top of the automatic segmentation they edit.
+
+    A segmentation row keeps its whole prompt: the automatic points first, then the reader's clicks in
+    click order. Reading the film's rows oldest first, a row is an edit of the current automatic one
+    when its points start with the automatic points and its clicks are the previous row's clicks plus
+    one (a click), minus the last (an undo) or none (a clear); any other row (a film read again, a
+    manifest import) starts a new automatic segmentation. Points are Nx2 ``float32`` XY film pixels,
+    labels N ``int64`` (1 include, 0 exclude).
+    """
+
+    film_id: int
+    #: The automatic segmentation the points edit (a manifest's mask has no automatic points).
+    base_id: int
+    #: The film's latest segmentation.
+    latest_id: int
+    auto_points: np.ndarray
+    auto_labels: np.ndarray
+    #: The reader's points, click order.
+    points: np.ndarray
+    labels: np.ndarray
+
+    def summary(self) -> str:
+        """E.g. "3 points: 2 include, 1 exclude", or a line saying there are none."""
+        n = len(self.points)
+        if n == 0:
+            return "No points added: this is the automatic mask."
+        inc = int((self.labels == 1).sum())
+        return f"{n} point{'s' if n != 1 else ''}: {inc} include, {n - inc} exclude"
+
+
+@dataclass(frozen=True)
+class _PromptRow:
+    id: int
+    points: np.ndarray
+    labels: np.ndarray
+    sam_sha256: str | None
+    box: tuple[int, int, int, int]  #: XYXY film pixels
+
+
+def _same(a: np.ndarray, a_l: np.ndarray, b: np.ndarray, b_l: np.ndarray) -> bool:
+    """Same points (Nx2, to the log's 0.1 px) and labels."""
+    return a.shape == b.shape and np.array_equal(a_l, b_l) and bool(np.allclose(a, b, atol=0.06))
+
+
+def _starts_with(points: np.ndarray, labels: np.ndarray, head: np.ndarray, head_l: np.ndarray) -> bool:
+    """Whether ``points``/``labels`` begin with ``head``/``head_l`` (Nx2 XY, N labels)."""
+    n = len(head)
+    return len(points) >= n and _same(points[:n], labels[:n], head, head_l)
+
+
+def _follow_edits(rows: list[_PromptRow]) -> tuple[_PromptRow, np.ndarray, np.ndarray]:
+    """The current automatic row and the reader's points (Mx2, M) of the last row (see ReaderPoints)."""
+    base = rows[0]
+    mine, mine_l = np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
+    for row in rows[1:]:
+        if _is_edit(row, base, mine, mine_l):
+            mine, mine_l = row.points[len(base.points) :], row.labels[len(base.points) :]
+        else:
+            base, mine, mine_l = row, np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
+    return base, mine, mine_l
+
+
+def _is_edit(row: _PromptRow, base: _PromptRow, mine: np.ndarray, mine_l: np.ndarray) -> bool:
+    """Whether ``row`` edits ``base`` whose latest clicks are ``mine``: its points are the base's, then
+    clicks that add to ``mine`` or take from its end. Over a base without points (a manifest's mask) only
+    one click at a time counts, so a film read again there (a whole automatic prompt) starts anew."""
+    if not _starts_with(row.points, row.labels, base.points, base.labels):
+        return False
+    new, new_l = row.points[len(base.points) :], row.labels[len(base.points) :]
+    if _starts_with(mine, mine_l, new, new_l):  # an undo or a clear
+        return True
+    adds = _starts_with(new, new_l, mine, mine_l)
+    return adds and (len(base.points) > 0 or len(new) == len(mine) + 1)
+
+
+def _copy_of(row: dict, box: tuple[int, int, int, int]) -> Segmentation:
+    """A :class:`Segmentation` holding what the log keeps of a segmentation row (``log.segmentation``, its
+    XYXY ``box``): mask, prompt, segmenter, score and flag. The other figures are not logged: NaN here."""
+    mask = row["mask"]
+    nan = float("nan")
+    quality = MaskQuality(
+        sam_iou=nan,
+        score=float(row["score"]),
+        area_fraction=float(mask.mean()),
+        solidity=nan,
+        rectangularity=nan,
+        fingers=0,
+        contrast=nan,
+        edge_snap_px=nan,
+        flagged=bool(row["flagged"]),
+    )
+    return Segmentation(
+        mask=mask,
+        box=box,
+        quality=quality,
+        segmenter=row["segmenter"],
+        points=row["points"],
+        labels=row["labels"],
+    )

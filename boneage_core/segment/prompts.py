@@ -1,6 +1,8 @@
-"""Automatic prompt points for SAM, from a seed mask: positives inside the hand, negatives outside it.
+"""Automatic prompt points for SAM, from a seed mask: positives inside the hand, negatives outside it,
+and which of them give way to a reader's points.
 
-Points are Nx2 ``float32`` XY in the pixels of the image given (the working copy); masks are HW bool.
+Points are Nx2 ``float32`` XY in the pixels of the image given (the working copy); masks are HW bool;
+labels are N ``int64``, 1 include and 0 exclude.
 """
 
 from __future__ import annotations
@@ -63,3 +65,27 @@ def exterior_points(mask: np.ndarray, image: np.ndarray, k: int = 6) -> np.ndarr
         corner = np.array([0, 0], np.float32)
         pts.extend(farthest_points(coords, k - len(pts), corner))
     return np.asarray(pts, np.float32).reshape(-1, 2)
+
+
+def conflicting(
+    auto_points: np.ndarray,
+    auto_labels: np.ndarray,
+    reader_points: np.ndarray,
+    reader_labels: np.ndarray,
+    radius: float,
+) -> np.ndarray:
+    """Which automatic points a reader's points overrule: N bool, True for an automatic point lying
+    within ``radius`` pixels of a reader's point of the other label (an automatic include point next to
+    an exclude click, an automatic exclude point next to an include click).
+
+    ``auto_points`` Nx2 and ``reader_points`` Mx2 are XY in the same pixels; labels N and M.
+    """
+    auto_points = np.asarray(auto_points, np.float32).reshape(-1, 2)
+    reader_points = np.asarray(reader_points, np.float32).reshape(-1, 2)
+    auto_labels = np.asarray(auto_labels).reshape(-1)
+    reader_labels = np.asarray(reader_labels).reshape(-1)
+    if len(auto_points) == 0 or len(reader_points) == 0:
+        return np.zeros(len(auto_points), bool)
+    dist = np.sqrt(((auto_points[:, None, :] - reader_points[None, :, :]) ** 2).sum(-1))  # N x M
+    opposite = auto_labels[:, None] != reader_labels[None, :]
+    return ((dist < radius) & opposite).any(axis=1)
