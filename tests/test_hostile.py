@@ -161,3 +161,25 @@ def test_a_decode_past_the_memory_limit_is_refused(corpus) -> None:
     with pytest.raises(UnreadableFilmError, match="memory|decode"):
         box.decode(_large(corpus))
     box.close()
+
+
+def test_a_new_sandbox_for_new_settings_stops_the_old_worker(fullres_films, monkeypatch):
+    """The shared sandbox follows the settings; the worker of the settings it replaces is stopped (the
+    test suite, which changes settings often, once left one worker behind per change)."""
+    from boneage_core.films import sandbox as sb
+    from boneage_core.settings import get_settings
+
+    data = fullres_films[0].read_bytes()
+    first = sb.sandbox()
+    first.decode(data)
+    worker = first._proc
+    assert worker is not None and worker.poll() is None
+    monkeypatch.setenv("BONEAGE_DECODE_TIMEOUT_S", "29")
+    get_settings.cache_clear()
+    try:
+        second = sb.sandbox()
+        assert second is not first and worker.poll() is not None  # stopped
+        second.decode(data)
+    finally:
+        monkeypatch.delenv("BONEAGE_DECODE_TIMEOUT_S")
+        get_settings.cache_clear()

@@ -176,11 +176,14 @@ _default_lock = threading.Lock()
 
 
 def sandbox() -> DecoderSandbox:
-    """The process's shared sandbox (made on first use)."""
+    """The process's shared sandbox (made on first use, and again when the settings change: the old
+    one's worker is stopped, not left running)."""
     global _default
     with _default_lock:
         if _default is None or _default.settings is not get_settings():
-            _default = DecoderSandbox()
+            old, _default = _default, DecoderSandbox()
+            if old is not None:
+                old.close()
         return _default
 
 
