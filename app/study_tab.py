@@ -4,18 +4,12 @@ against each reader and the consensus, with the CSV and one-page PDF. UI only: t
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from boneage_core.model.adapter import adaptation_info
 from boneage_core.review import dashboard as dash
-from boneage_core.review.study_report import render_study_pdf, study_figures, summary_csv
+from boneage_core.review.study_report import fmt_value, render_study_pdf, study_figures, summary_csv
 from boneage_core.settings import get_settings
-
-
-def _num(value: float, digits: int = 1) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -79,16 +73,18 @@ def study_tab(review) -> None:
     c1.metric("Cases read", len(ref))
     c2.metric("Readers", agree["n_readers"])
     c3.metric(
-        "ICC(A,1) readers", _num(agree["icc"], 3), help="Two-way random, absolute agreement, single reader"
+        "ICC(A,1) readers",
+        fmt_value(agree["icc"], 3),
+        help="Two-way random, absolute agreement, single reader",
     )
     c4.metric(
         "Readers' mean |difference|",
-        f"{_num(agree['mean_abs_difference'])} m",
+        f"{fmt_value(agree['mean_abs_difference'])} m",
         help="Mean absolute difference between two readers' readings of one case, over every pair",
     )
     st.caption(
         f"{int((ref['n_readers'] >= 2).sum())} cases read by two or more readers; ICC 95 % CI "
-        f"{_num(agree['icc_ci95'][0], 3)} to {_num(agree['icc_ci95'][1], 3)} (cases every reader read). "
+        f"{fmt_value(agree['icc_ci95'][0], 3)} to {fmt_value(agree['icc_ci95'][1], 3)} (cases every reader read). "
         "The consensus is the mean of the readers' latest blinded readings; readings outside study mode "
         "do not count."
     )

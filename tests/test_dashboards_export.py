@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apphelp import start
+from apphelp import fixed_prediction, start
 from dicom_fixtures import make_dicom
 
 from boneage_core.clinical.greulich_pyle import gp_sd_months
 from boneage_core.films.read import read_film
-from boneage_core.model.predictor import Prediction
 from boneage_core.review import dashboard as dash
 from boneage_core.review.export import agreement_rows, case_rows, cases_csv, display_frame
 from boneage_core.review.log import ReviewLog
@@ -59,20 +58,6 @@ ROWS = [
 ]
 
 
-def _prediction(months: float, sex: str) -> Prediction:
-    return Prediction(
-        months=months,
-        sex=sex,
-        sex_source="given",
-        model_version="fixed-model",
-        weights_sha256="cd" * 32,
-        preprocess="film/fixed/224px",
-        tta="flip",
-        seconds=0.1,
-        loa_halfwidth_months=15.0,
-    )
-
-
 @pytest.fixture(scope="module")
 def films(fullres_films):
     """Seven real films; the last one as a DICOM naming its patient."""
@@ -89,7 +74,7 @@ def build_log(path: Path, films) -> tuple[ReviewLog, list[int]]:
         fid, sid, pid = log.record_analysis(
             film,
             classical_segment(film.pixels),
-            _prediction(r.predicted, r.sex),
+            fixed_prediction(r.predicted, r.sex),
             chronological_age_months=r.ca,
             quality_flags=list(r.flags),
         )
@@ -255,17 +240,6 @@ def test_the_cases_csv_has_case_number_ages_against_ca_flags_and_reading_kind(lo
 
 
 # ----------------------------------------------------------------------------------- the page, AppTest
-
-
-@pytest.fixture()
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh data folder (review log, film store) for the app under test."""
-    folder = tmp_path / "data"
-    monkeypatch.setenv("BONEAGE_DATA_DIR", str(folder))
-    monkeypatch.delenv("BONEAGE_REVIEW_DB", raising=False)
-    get_settings.cache_clear()
-    yield folder
-    get_settings.cache_clear()
 
 
 def _n(tab) -> int:

@@ -174,16 +174,6 @@ def test_undo_and_clear_step_back_and_only_add_rows(service, film, auto) -> None
 # ------------------------------------------------------------------------------------ the Masks page
 
 
-@pytest.fixture()
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "data"
-    monkeypatch.setenv("BONEAGE_DATA_DIR", str(folder))
-    monkeypatch.delenv("BONEAGE_REVIEW_DB", raising=False)
-    get_settings.cache_clear()
-    yield folder
-    get_settings.cache_clear()
-
-
 def _masks_page(data_dir: Path, film, auto) -> tuple[AppTest, ReviewLog, int]:
     """The film with its automatic mask in the app's log; a session signed in on the Masks page."""
     log = ReviewLog(get_settings().review_db)

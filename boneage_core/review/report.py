@@ -141,27 +141,35 @@ def render_html(report: CaseReport) -> str:
     )
 
 
-def render_pdf(report: CaseReport) -> bytes:
-    """One A4 page: the thumbnails side by side, the table, the notice."""
-    from reportlab.lib import colors
+def a4_document(buf: io.BytesIO, title: str):
+    """The one-page A4 layout of the project's PDFs (15 mm sides, 12 mm top and bottom), writing to ``buf``."""
     from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import mm
-    from reportlab.platypus import Image as RLImage
-    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import SimpleDocTemplate
 
-    styles = getSampleStyleSheet()
-    buf = io.BytesIO()
-    doc = SimpleDocTemplate(
+    return SimpleDocTemplate(
         buf,
         pagesize=A4,
         leftMargin=15 * mm,
         rightMargin=15 * mm,
         topMargin=12 * mm,
         bottomMargin=12 * mm,
-        title="Bone age report",
+        title=title,
         author="boneage",
     )
+
+
+def render_pdf(report: CaseReport) -> bytes:
+    """One A4 page: the thumbnails side by side, the table, the notice."""
+    from reportlab.lib import colors
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Image as RLImage
+    from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
+
+    styles = getSampleStyleSheet()
+    buf = io.BytesIO()
+    doc = a4_document(buf, "Bone age report")
     cells = []
     for _title, pixels in report.images():
         img = thumbnail(pixels)

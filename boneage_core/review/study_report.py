@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .queries import LogQueries
-from .report import NOTICE
+from .report import NOTICE, a4_document
 from .study import consensus, study_table
 from .study_figures import reader_agreement, study_summary
 
@@ -67,40 +67,31 @@ def summary_csv(figures: dict) -> bytes:
     return rows.round(3).to_csv(index=False).encode("utf-8")
 
 
-def _fmt(value: float, digits: int = 1) -> str:
+def fmt_value(value: float | None, digits: int = 1) -> str:
+    """``value`` to ``digits`` decimals, or an em dash for a missing or NaN figure."""
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def render_study_pdf(figures: dict) -> bytes:
     """One A4 page summarising the study (see the module docstring)."""
     from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import mm
-    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
 
     styles = getSampleStyleSheet()
     small = styles["BodyText"].clone("small", fontSize=8.5, leading=10.5)
     buf = io.BytesIO()
-    doc = SimpleDocTemplate(
-        buf,
-        pagesize=A4,
-        leftMargin=15 * mm,
-        rightMargin=15 * mm,
-        topMargin=12 * mm,
-        bottomMargin=12 * mm,
-        title="Bone age study",
-        author="boneage",
-    )
+    doc = a4_document(buf, "Bone age study")
     table, ref, agree = figures["table"], figures["consensus"], figures["agreement"]
     summary = figures["summary"]
     readers = ", ".join(sorted(table["reader"].unique())) if not table.empty else "none"
     intro = (
         f"Study <b>{html.escape(figures['study'])}</b>: {len(ref)} cases read blinded by {agree['n_readers']} "
         f"readers ({html.escape(readers)}); {int((ref['n_readers'] >= 2).sum()) if len(ref) else 0} cases "
-        f"read by two or more. Readers' agreement: ICC(A,1) {_fmt(agree['icc'], 3)} "
-        f"(95 % CI {_fmt(agree['icc_ci95'][0], 3)} to {_fmt(agree['icc_ci95'][1], 3)}), mean absolute "
-        f"difference between readers {_fmt(agree['mean_abs_difference'])} months."
+        f"read by two or more. Readers' agreement: ICC(A,1) {fmt_value(agree['icc'], 3)} "
+        f"(95 % CI {fmt_value(agree['icc_ci95'][0], 3)} to {fmt_value(agree['icc_ci95'][1], 3)}), mean absolute "
+        f"difference between readers {fmt_value(agree['mean_abs_difference'])} months."
     )
     head = ["comparison", "group", "n", "MAE (95 % CI), months", "bias", "limits of agreement"]
     body = [head]
@@ -110,9 +101,9 @@ def render_study_pdf(figures: dict) -> bytes:
                 row.comparison,
                 row.group,
                 str(row.n),
-                f"{_fmt(row.mae_months)} ({_fmt(row.mae_ci95_low)}-{_fmt(row.mae_ci95_high)})",
-                _fmt(row.bias_months),
-                f"{_fmt(row.loa_lower_months)} to {_fmt(row.loa_upper_months)}",
+                f"{fmt_value(row.mae_months)} ({fmt_value(row.mae_ci95_low)}-{fmt_value(row.mae_ci95_high)})",
+                fmt_value(row.bias_months),
+                f"{fmt_value(row.loa_lower_months)} to {fmt_value(row.loa_upper_months)}",
             ]
         )
     grid = Table(
