@@ -42,6 +42,7 @@ LOG_TABLES = (
     "prediction_details",
     "reading_details",
     "imports",
+    "dicom_transfers",
 )
 #: Tables whose every row is in the hash chain, in the order a migration chains them.
 CHAINED = (*LOG_TABLES, "log_events", "account_events")
@@ -194,6 +195,36 @@ class ImportRow(Base):
     #: ``imported``, ``skipped`` (a duplicate, not a hand, ...) or ``failed`` (unreadable).
     status: Mapped[str] = mapped_column(String(16))
     #: ``code: message``, e.g. ``duplicate-sop: the same image was imported before``.
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class TransferRow(Base):
+    """One DICOM exchange of the node (``boneage dicom-node``): a film received, or one attempt to send
+    something back (the structured report, the secondary capture, an amended report), with its outcome.
+
+    Each attempt is a row of its own (the table only grows): a send retried three times is three rows,
+    ``failed``, ``failed``, ``sent``. Nothing identifying: the instance is known by a keyed hash of its
+    SOPInstanceUID, the peer by its AE title and address (a machine, not a person).
+    """
+
+    __tablename__ = "dicom_transfers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    film_id: Mapped[int | None] = mapped_column(ForeignKey("films.id"), index=True)
+    #: The reading an amended report carries; None otherwise.
+    reading_id: Mapped[int | None] = mapped_column(ForeignKey("readings.id"), index=True)
+    #: ``received`` or ``sent``.
+    direction: Mapped[str] = mapped_column(String(16))
+    #: ``image`` (received), ``sr``, ``sr-amended`` or ``sc`` (sent).
+    kind: Mapped[str] = mapped_column(String(16))
+    #: ``AET@host:port`` of the other end.
+    peer: Mapped[str] = mapped_column(String(200))
+    #: ``keyed_hash("dicom-sop", SOPInstanceUID)`` of the instance received or sent.
+    sop_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: ``received``, ``skipped``, ``failed``, ``sent`` or ``abandoned`` (no more retries).
+    status: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    #: ``code: message`` (a DICOM status, a refusal reason), never header text.
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utc_now)
 
