@@ -383,9 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .hospital import importer
     from .review import report, study_report
-    from .training import gate
+    from .training import gate, localizer
 
     gate.add_parser(sub)
+    localizer.add_parser(sub)  # `boneage train-localizer`, `boneage localize`
     study_report.add_parser(sub)  # `boneage study summary|list`
     report.add_parser(sub)
     importer.add_parser(sub)

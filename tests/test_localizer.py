@@ -1,0 +1,156 @@
+"""The hand localizer distilled from SAM (``model/localizer.py``, ``training/localizer.py``): shapes, the one
+preprocessing function, a tiny resumable training run, ``boneage localize``, and the shipped localizer
+against SAM itself on films that no training step saw."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from boneage_core.films.read import read_film
+from boneage_core.model.localizer import (
+    INPUT_SIDE,
+    LocalizerNet,
+    load_localizer,
+    localizer_input,
+)
+from boneage_core.model.transforms import canonical_film
+from boneage_core.training.localizer import dice, is_heldout, read_pairs
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "assets" / "models" / "hand-localizer.pt"
+
+
+@pytest.mark.parametrize("side", [64, 96, 128])
+def test_net_output_is_stride_two(side):
+    net = LocalizerNet(pretrained=False).eval()
+    with torch.inference_mode():
+        out = net(torch.zeros(2, 1, side, side))
+    assert out.shape == (2, 1, side // 2, side // 2)
+
+
+def test_one_input_function_for_a_copy_and_its_original(shared_data):
+    """A full-resolution film and its 299 px training copy reach the network alike."""
+    with open(shared_data / "rsna-fullres" / "labels.csv", newline="") as f:
+        first = next(csv.DictReader(f))
+    full = read_film((shared_data / "rsna-fullres" / f"{first['id']}.jpg").read_bytes()).pixels
+    copy = read_film((shared_data / "rsna-train" / "images" / f"{first['id']}.jpg").read_bytes()).pixels
+    a, b = localizer_input(full), localizer_input(copy)
+    assert a.shape == b.shape == (1, 1, INPUT_SIDE, INPUT_SIDE)
+    assert float((a - b).abs().mean()) < 0.05  # normalised units (grey std 0.226): under 3 grey levels
+
+
+@pytest.fixture(scope="module")
+def classical_manifest(tmp_path_factory, shared_data) -> Path:
+    """A preprocess manifest of 12 real films with classical masks (both sides of the held-out split)."""
+    from boneage_core.segment.batch import preprocess_folder
+
+    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
+        ids = [r["id"] for r in csv.DictReader(f)]
+    held = [i for i in ids if is_heldout(i)][:3]
+    train = [i for i in ids if not is_heldout(i)][:9]
+    src = tmp_path_factory.mktemp("films")
+    for i in held + train:
+        (src / f"{i}.jpg").write_bytes((shared_data / "rsna-train" / "images" / f"{i}.jpg").read_bytes())
+    out = tmp_path_factory.mktemp("pre")
+    preprocess_folder(src, out, segmenter="classical", keep_names=True)
+    return out / "manifest.csv"
+
+
+def test_training_resumes_and_exports(classical_manifest, tmp_path):
+    from boneage_core.cli import main
+
+    pairs = read_pairs(classical_manifest)
+    assert len(pairs) >= 10
+    run = tmp_path / "run"
+    base = ["train-localizer", "--manifest", str(classical_manifest), "--out", str(run), "--batch", "4"]
+    assert main([*base, "--epochs", "1"]) == 0
+    first = torch.load(run / "last.pt", weights_only=False)
+    assert len(first["history"]) == 1
+    export = tmp_path / "loc.pt"
+    assert main([*base, "--epochs", "2", "--export", str(export)]) == 0  # resumes at epoch 2
+    last = torch.load(run / "last.pt", weights_only=False)
+    assert [h["epoch"] for h in last["history"]] == [1, 2]
+    assert last["step"] > first["step"]
+    loc = load_localizer(export)
+    assert loc.meta["n_train"] == sum(not is_heldout(p[0]) for p in pairs)
+    assert 0.0 <= loc.meta["heldout_dice_mean"] <= 1.0
+    assert loc.name.startswith("localizer:") and len(loc.weights_sha256) == 64
+
+
+def test_refuses_a_foreign_checkpoint(tmp_path):
+    from boneage_core.errors import CheckpointError
+
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_localizer(bad)
+    torch.save({"state_dict": {}}, bad)
+    with pytest.raises(CheckpointError, match="not a localizer"):
+        load_localizer(bad)
+
+
+needs_shipped = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped localizer yet")
+
+
+@needs_shipped
+def test_shipped_localizer_matches_sam_on_unseen_films(shared_data):
+    """Three films of the held-out share (never a training step): Dice against SAM's own mask."""
+    from boneage_core.segment.segmenter import HandSegmenter
+
+    loc = load_localizer(SHIPPED)
+    assert loc.meta["heldout_dice_mean"] >= 0.95  # the figure measured when it was trained
+    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
+        ids = [r["id"] for r in csv.DictReader(f) if is_heldout(r["id"])][:3]
+    sam = HandSegmenter()
+    scores = []
+    for i in ids:
+        film = read_film((shared_data / "rsna-train" / "images" / f"{i}.jpg").read_bytes()).pixels
+        sam.set_image(film)
+        reference = sam.segment().mask
+        scores.append(dice(loc.probabilities([film])[0] > 0.5, reference))
+    assert min(scores) >= 0.9 and np.mean(scores) >= 0.93, scores
+
+
+@needs_shipped
+def test_shipped_localizer_on_a_full_resolution_film(fullres_films):
+    loc = load_localizer(SHIPPED)
+    film = read_film(fullres_films[0].read_bytes()).pixels
+    seg = loc.segment(film)
+    assert seg.mask.shape == film.shape and seg.mask.dtype == bool
+    assert 0.1 < seg.mask.mean() < 0.7
+    x0, y0, x1, y1 = seg.box
+    assert 0 <= x0 < x1 <= film.shape[1] and 0 <= y0 < y1 <= film.shape[0]
+    assert seg.segmenter == loc.name
+    # the canonical square and the film agree: the mask at 299 px is the stretched full-size mask
+    small = canonical_film(seg.mask.astype(np.uint8) * 255, jpeg_quality=None) > 127
+    assert dice(small, loc.probabilities([film])[0] > 0.5) > 0.9
+
+
+@needs_shipped
+def test_localize_cli_writes_boxes_and_packed_masks(shared_data, tmp_path):
+    from boneage_core.cli import main
+
+    labels = tmp_path / "labels.csv"
+    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:5]
+    with open(labels, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out, masks = tmp_path / "boxes.csv", tmp_path / "masks.npz"
+    args = ["localize", "--images", str(shared_data / "rsna-train" / "images"), "--labels", str(labels)]
+    assert main([*args, "--localizer", str(SHIPPED), "--out", str(out), "--masks", str(masks)]) == 0
+    with open(out, newline="") as f:
+        boxes = list(csv.DictReader(f))
+    assert [b["id"] for b in boxes] == [r["id"] for r in rows]
+    for b in boxes:
+        assert 0 <= int(b["x0"]) < int(b["x1"]) <= 299 and 0 <= int(b["y0"]) < int(b["y1"]) <= 299
+    packed = np.load(masks)
+    m = np.unpackbits(packed[rows[0]["id"]], axis=-1)[:, :64]
+    assert m.shape == (64, 64) and 0.05 < m.mean() < 0.8
+    assert str(packed["__localizer__"]) == load_localizer(SHIPPED).weights_sha256
