@@ -40,6 +40,10 @@ class Settings:
     review_db: Path = field(default_factory=lambda: REPO_ROOT / "data" / "review.sqlite")
     #: The bone-age model checkpoint (default: the one shipped in assets/models/).
     model_path: Path = field(default_factory=lambda: DEFAULT_MODEL)
+    #: The hand localizer distilled from SAM (``boneage train-localizer``): ``view: hand`` models crop with it.
+    localizer_path: Path = field(
+        default_factory=lambda: REPO_ROOT / "assets" / "models" / "hand-localizer.pt"
+    )
     #: A ``boneage evaluate --out`` folder shown on the RSNA dashboard (default: the shipped model on the
     #: report half of the validation split, ``make evaluate-val``).
     rsna_eval_dir: Path = field(default_factory=lambda: REPO_ROOT / "assets" / "eval" / "rsna-val-report")
@@ -91,6 +95,7 @@ def get_settings() -> Settings:
         data_dir=data_dir,
         review_db=_path("BONEAGE_REVIEW_DB", data_dir / "review.sqlite"),
         model_path=_path("BONEAGE_MODEL", base.model_path),
+        localizer_path=_path("BONEAGE_LOCALIZER", base.localizer_path),
         rsna_eval_dir=_path("BONEAGE_RSNA_EVAL", base.rsna_eval_dir),
         device=os.environ.get("BONEAGE_DEVICE", base.device),
         shared_data=_path("BONEAGE_SHARED_DATA", base.shared_data),

@@ -154,3 +154,52 @@ def test_localize_cli_writes_boxes_and_packed_masks(shared_data, tmp_path):
     m = np.unpackbits(packed[rows[0]["id"]], axis=-1)[:, :64]
     assert m.shape == (64, 64) and 0.05 < m.mean() < 0.8
     assert str(packed["__localizer__"]) == load_localizer(SHIPPED).weights_sha256
+
+
+@needs_shipped
+def test_a_hand_model_reads_the_crop_it_was_trained_on(shared_data, tmp_path, monkeypatch):
+    """``boneage localize --crops`` (training) and the predictor (inference) crop with one function."""
+    from PIL import Image
+
+    from boneage_core.cli import main
+    from boneage_core.errors import BoneAgeError
+    from boneage_core.films.read import read_film as read
+    from boneage_core.model.checkpoint import ModelMeta, save_checkpoint
+    from boneage_core.model.net import BoneAgeNet
+    from boneage_core.model.predictor import BoneAgePredictor
+    from boneage_core.model.transforms import PreprocessConfig
+    from boneage_core.settings import get_settings
+
+    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
+        film_id = next(csv.DictReader(f))["id"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"id,boneage,male\n{film_id},100,True\n")
+    crops = tmp_path / "crops"
+    args = ["localize", "--images", str(shared_data / "rsna-train" / "images"), "--labels", str(labels)]
+    assert (
+        main([*args, "--localizer", str(SHIPPED), "--out", str(tmp_path / "b.csv"), "--crops", str(crops)])
+        == 0
+    )
+    trained_on = np.asarray(Image.open(crops / f"{film_id}.png"))
+
+    loc = load_localizer(SHIPPED)
+    monkeypatch.setenv("BONEAGE_LOCALIZER", str(SHIPPED))
+    get_settings.cache_clear()
+    for sha, ok in ((loc.weights_sha256, True), ("0" * 64, False)):
+        pre = PreprocessConfig(input_size=64, view="hand", localizer=sha)
+        path = tmp_path / f"hand-{ok}.pt"
+        save_checkpoint(
+            path,
+            BoneAgeNet(pretrained=False),
+            ModelMeta(version="hand", arch="tf_efficientnet_lite0", preprocess=pre.to_dict()),
+        )
+        predictor = BoneAgePredictor(path)
+        film = read((shared_data / "rsna-train" / "images" / f"{film_id}.jpg").read_bytes())
+        if ok:
+            assert np.array_equal(predictor.model_view(film), trained_on)
+            assert "hand(localizer:" in predictor.preprocess_tag
+            assert trained_on.shape[0] < 299 or trained_on.shape[1] < 299  # a crop, not the film
+        else:
+            with pytest.raises(BoneAgeError, match="BONEAGE_LOCALIZER"):
+                predictor.model_view(film)
+    get_settings.cache_clear()

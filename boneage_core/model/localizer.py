@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -122,10 +123,12 @@ class Localizer:
         up = F.interpolate(logits, size=(299, 299), mode="bilinear", align_corners=False)
         return torch.sigmoid(up)[:, 0].numpy()
 
-    def segment(self, image: np.ndarray, snap: bool = True) -> Segmentation:
-        """The hand mask of one film ``HW uint8`` at its own size (see the module docstring)."""
+    def segment(self, image: np.ndarray, snap: bool = True, prob: np.ndarray | None = None) -> Segmentation:
+        """The hand mask of one film ``HW uint8`` at its own size (see the module docstring).
+
+        ``prob``: this film's :meth:`probabilities` when already computed (in a batch)."""
         t0 = time.perf_counter()
-        prob = self.probabilities([image])[0]
+        prob = self.probabilities([image])[0] if prob is None else prob
         small, scale = working_copy(image)
         import cv2
 
@@ -149,6 +152,36 @@ class Localizer:
         )
 
 
+def hand_view(pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None) -> np.ndarray:
+    """What a ``view: hand`` model reads: the film ``HW uint8`` with the background outside the
+    localizer's mask set to 0, cropped to the mask's box (:func:`remove_background_and_crop`), ``hw uint8``.
+    Training crops (``boneage localize --crops``) and the predictor both call this (``prob``: the
+    localizer's probabilities for this film when computed already, in a batch)."""
+    from ..segment.postprocess import remove_background_and_crop
+
+    seg = localizer.segment(pixels, prob=prob)
+    if not seg.mask.any():
+        return pixels
+    return remove_background_and_crop(pixels, seg)
+
+
+def carpal_view(pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None) -> np.ndarray:
+    """What a ``view: carpal`` model reads: the carpal square of the film ``HW uint8``
+    (:func:`boneage_core.segment.regions.carpal_box` on the localizer's mask in canonical 299 px
+    coordinates, mapped back onto the film), ``hw uint8``; the whole film where no wrist is found."""
+    from ..segment.regions import carpal_box
+
+    prob = localizer.probabilities([pixels])[0] if prob is None else prob
+    box = carpal_box(prob > 0.5)
+    if box is None:
+        return pixels
+    h, w = pixels.shape
+    sx, sy = w / prob.shape[1], h / prob.shape[0]
+    x0, y0 = int(np.floor(box[0] * sx)), int(np.floor(box[1] * sy))
+    x1, y1 = int(np.ceil(box[2] * sx)), int(np.ceil(box[3] * sy))
+    return pixels[y0:y1, x0:x1]
+
+
 def save_localizer(path: Path, net: LocalizerNet, meta: dict, half: bool = True) -> str:
     """Write the localizer (``{"format", "meta", "state_dict"}``, float16 when ``half``); returns its hash."""
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
@@ -158,6 +191,12 @@ def save_localizer(path: Path, net: LocalizerNet, meta: dict, half: bool = True)
     torch.save({"format": LOCALIZER_FORMAT, "kind": "localizer", "meta": meta, "state_dict": state}, tmp)
     tmp.replace(path)
     return weights_sha256(state)
+
+
+@lru_cache(maxsize=2)
+def cached_localizer(path: Path) -> Localizer:
+    """:func:`load_localizer`, loaded once per path and process."""
+    return load_localizer(path)
 
 
 def load_localizer(path: Path) -> Localizer:

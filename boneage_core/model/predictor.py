@@ -200,9 +200,21 @@ class BoneAgePredictor:
         return float(self.predict_batch([pixels], [float(male)])[0])
 
     def model_view(self, film: Film, segmentation=None) -> np.ndarray:
-        """The pixels this model reads: the film, or for a ``sam-crop`` model the SAM crop of it."""
+        """The pixels this model reads: the film; for a ``hand`` or ``carpal`` model the hand localizer's
+        crop of it (:func:`boneage_core.model.localizer.hand_view`, ``carpal_view``, as in training); for
+        a ``sam-crop`` model the SAM crop of it."""
         if self.pre.view == "film":
             return film.pixels
+        if self.pre.view in ("hand", "carpal"):
+            from .localizer import cached_localizer, carpal_view, hand_view
+
+            localizer = cached_localizer(get_settings().localizer_path)
+            if self.pre.localizer and localizer.weights_sha256 != self.pre.localizer:
+                raise BoneAgeError(
+                    f"model {self.version} learnt on the crops of localizer {self.pre.localizer[:12]}, "
+                    f"not of {localizer.name} ({localizer.path}): set BONEAGE_LOCALIZER to that one"
+                )
+            return (hand_view if self.pre.view == "hand" else carpal_view)(film.pixels, localizer)
         if segmentation is None:
             raise BoneAgeError(f"model {self.version} reads the SAM-cropped hand: segment the film first")
         from ..segment.postprocess import remove_background_and_crop

@@ -45,8 +45,12 @@ class PreprocessConfig:
     input_size: int = 299
     canonical_side: int = CANONICAL_SIDE
     canonical_jpeg: int | None = CANONICAL_JPEG
-    #: "film": the whole film; "sam-crop": the SAM-cropped hand with background removed.
+    #: "film": the whole film; "hand": the hand localizer's crop, background removed
+    #: (:func:`boneage_core.model.localizer.hand_view`); "carpal": the carpal square (``carpal_view``); "sam-crop": the SAM-cropped hand, background removed.
     view: str = "film"
+    #: For ``view`` "hand" or "carpal": the weights sha256 of the localizer that made the training crops; the
+    #: predictor refuses another one (its crops would differ from those the model learnt on).
+    localizer: str = ""
     mean: float = GREY_MEAN
     std: float = GREY_STD
     #: Test-time augmentation the model was validated with (a key of :data:`TTA_VIEWS`).
@@ -54,7 +58,8 @@ class PreprocessConfig:
 
     def tag(self) -> str:
         jpeg = f"/jpeg{self.canonical_jpeg}" if self.canonical_jpeg else ""
-        return f"{self.view}/stretch{self.canonical_side}-pil-bilinear{jpeg}/{self.input_size}px"
+        view = f"{self.view}(localizer:{self.localizer[:12]})" if self.localizer else self.view
+        return f"{view}/stretch{self.canonical_side}-pil-bilinear{jpeg}/{self.input_size}px"
 
     def to_dict(self) -> dict:
         return asdict(self)

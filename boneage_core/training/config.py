@@ -77,6 +77,14 @@ class TrainConfig:
 
         return Path(self.out.format(name=self.name, runs=get_settings().runs_dir)).expanduser()
 
+    @property
+    def images_dir(self) -> Path:
+        """``data.images`` with ``{runs}`` (the runs folder) and ``~`` expanded: crops made by ``boneage
+        localize --crops`` live in the runs folder, outside the clone."""
+        from ..settings import get_settings
+
+        return Path(self.data.images.format(runs=get_settings().runs_dir)).expanduser()
+
     @classmethod
     def from_yaml(cls, path: Path, overrides: dict | None = None) -> TrainConfig:
         raw = yaml.safe_load(Path(path).read_text())

@@ -15,7 +15,10 @@
 
 ``boneage localize --images DIR --labels CSV --out CSV [--masks NPZ]``: the hand box (canonical 299 px
 coordinates, XYXY exclusive) of every film, and optionally the masks at :data:`MASK_SIDE` px as packed
-bits (``np.packbits`` along the last axis) in a compressed ``.npz`` keyed by film id.
+bits (``np.packbits`` along the last axis) in a compressed ``.npz`` keyed by film id, and with
+``--crops DIR`` the hand crops (:func:`boneage_core.model.localizer.hand_view`) a ``view: hand`` member
+trains on, and with ``--carpal-crops DIR`` the carpal squares (``carpal_view``) of a ``view: carpal``
+member: the predictor makes the same crops with the same functions at inference.
 """
 
 from __future__ import annotations
@@ -232,11 +235,14 @@ def train_localizer(args: argparse.Namespace) -> dict:
 
 def localize_folder(args: argparse.Namespace) -> int:
     from ..films.read import read_film
-    from ..model.localizer import load_localizer
-    from ..model.transforms import canonical_film
+    from ..model.localizer import carpal_view, hand_view, load_localizer
+    from ..segment.batch import save_png
     from ..segment.postprocess import crop_box
 
     loc = load_localizer(args.localizer)
+    for folder in (args.crops, args.carpal_crops):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
     with open(args.labels, newline="") as f:
         ids = [row["id"] for row in csv.DictReader(f)]
     masks: dict[str, np.ndarray] = {}
@@ -245,7 +251,7 @@ def localize_folder(args: argparse.Namespace) -> int:
 
     def flush() -> None:
         probs = loc.probabilities([b[1] for b in batch])
-        for (i, _), p in zip(batch, probs, strict=True):
+        for (i, pixels), p in zip(batch, probs, strict=True):
             m = p > 0.5
             box = crop_box(m, margin=0.0) if m.any() else (0, 0, 299, 299)
             rows.append(
@@ -263,21 +269,25 @@ def localize_folder(args: argparse.Namespace) -> int:
                     torch.from_numpy(p)[None, None], size=(MASK_SIDE, MASK_SIDE), mode="area"
                 )
                 masks[i] = np.packbits(small[0, 0].numpy() > 0.5, axis=-1)
+            if args.crops:  # what a `view: hand` model reads, made by the predictor's own function
+                save_png(args.crops / f"{i}.png", hand_view(pixels, loc, prob=p))
+            if args.carpal_crops:  # and a `view: carpal` model
+                save_png(args.carpal_crops / f"{i}.png", carpal_view(pixels, loc, prob=p))
         batch.clear()
 
     t0 = time.time()
     for n, i in enumerate(ids, 1):
         path = next(
             (
-                args.images / f"{i}{ext}"
-                for ext in (".jpg", ".png", ".dcm")
-                if (args.images / f"{i}{ext}").is_file()
+                args.images / f"{i}{e}"
+                for e in (".jpg", ".png", ".dcm")
+                if (args.images / f"{i}{e}").is_file()
             ),
             None,
         )
         if path is None:
             continue
-        batch.append((i, canonical_film(read_film(path.read_bytes(), name=path.name).pixels)))
+        batch.append((i, read_film(path.read_bytes(), name=path.name).pixels))
         if len(batch) == 32:
             flush()
         if n % 500 == 0:
@@ -317,4 +327,10 @@ def add_parser(sub) -> None:
     lo.add_argument("--localizer", type=Path, default=Path("assets/models/hand-localizer.pt"))
     lo.add_argument("--out", type=Path, required=True, help="boxes CSV")
     lo.add_argument("--masks", type=Path, help="masks at 64 px, packed bits, compressed .npz")
+    lo.add_argument(
+        "--crops", type=Path, help="folder for the hand crops a `view: hand` model trains on (<id>.png)"
+    )
+    lo.add_argument(
+        "--carpal-crops", type=Path, help="folder for the carpal squares a `view: carpal` model trains on"
+    )
     lo.set_defaults(func=localize_folder)

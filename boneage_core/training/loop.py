@@ -101,9 +101,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
     train_ids, val_ids, labels = dataset_ids(cfg, verbose=d.main)
     t0 = time.perf_counter()
-    train_set = load_film_set(Path(cfg.data.images), labels, train_ids, cfg.preprocess, cfg.data.skip_missing)
+    train_set = load_film_set(cfg.images_dir, labels, train_ids, cfg.preprocess, cfg.data.skip_missing)
     val_set = (
-        load_film_set(Path(cfg.data.images), labels, val_ids, cfg.preprocess, cfg.data.skip_missing)
+        load_film_set(cfg.images_dir, labels, val_ids, cfg.preprocess, cfg.data.skip_missing)
         if d.main
         else None
     )
