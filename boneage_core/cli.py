@@ -381,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--val-images", type=Path, help="folder of the validation films")
     en.set_defaults(func=_ensemble)
 
+    from .evaluate import heat
     from .hospital import importer
+
+    heat.add_parser(sub)  # `boneage heat-share`
     from .review import report, study_report
     from .training import gate, localizer
 

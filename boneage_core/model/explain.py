@@ -40,6 +40,7 @@ def gradcam_heatmap(
     *,
     device: torch.device | str = "cpu",
     lock: threading.Lock | None = None,
+    member: int | None = None,
 ) -> np.ndarray:
     """Class-activation map of the predicted age: ``HW float32`` in [0, 1] at the film's own size.
 
@@ -49,7 +50,8 @@ def gradcam_heatmap(
     full-resolution RSNA films), which Grad-CAM++'s positive-gradient weighting avoids.
 
     ``net`` and ``pre`` are the model and the preprocessing it was trained with; ``lock`` (the predictor's)
-    is held while a network runs, so that concurrent calls do not interleave.
+    is held while a network runs, so that concurrent calls do not interleave. ``member``: of an
+    ensemble, explain that member alone (index into ``net.members``).
     """
     from pytorch_grad_cam import GradCAMPlusPlus
 
@@ -60,6 +62,8 @@ def gradcam_heatmap(
             (m, replace(pre, input_size=size), float(w))
             for m, size, w in zip(net.members, net.sizes, net.member_weights.tolist(), strict=True)
         ]
+        if member is not None:
+            members = [(members[member][0], members[member][1], 1.0)]
     else:
         members = [(net, pre, 1.0)]
     h, w = pixels.shape[:2]
