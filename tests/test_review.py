@@ -462,7 +462,7 @@ def test_a_log_written_before_the_chain_is_chained_on_first_open(log: ReviewLog,
     _three_readings(log, films)
     log.close()
     con = _raw(log.path)  # what a log of the previous version looks like: no chain, no REPLACE triggers
-    for t in ("log_chain", "log_events", "account_events"):
+    for t in ("log_chain", "log_events", "account_events", "alembic_version"):
         con.execute(f"DROP TABLE {t}")
     for (name,) in con.execute(
         "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%_no_replace'"
