@@ -90,9 +90,11 @@ class Settings:
     @property
     def review_db_redacted(self) -> str:
         """``review_db`` for messages: the path, or the URL with its password hidden."""
-        from .review.target import log_target
+        if not isinstance(self.review_db, str):
+            return str(self.review_db)
+        from sqlalchemy.engine import make_url
 
-        return log_target(self.review_db).redacted
+        return make_url(self.review_db).render_as_string(hide_password=True)
 
     def resolved_device(self) -> str:
         if self.device != "auto":
