@@ -337,7 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="import: queue the manifest's masks for review; usable: print the ids not rejected",
     )
     m.add_argument("manifest", type=Path, help="manifest.csv written by `boneage preprocess`")
-    m.add_argument("--db", type=db_arg, help="review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)")
+    m.add_argument(
+        "--db",
+        type=db_arg,
+        help="review log, a file or a postgresql:// URL (default: $BONEAGE_REVIEW_DB or data/review.sqlite)",
+    )
     m.set_defaults(func=_masks)
 
     x = sub.add_parser("export", help="write a training checkpoint as a shippable model (half precision)")

@@ -1,7 +1,8 @@
 """Frozen settings read once from the environment, with embedded defaults.
 
 Every path has a default inside the repository so that a fresh clone works without configuration.
-Override with environment variables prefixed ``BONEAGE_``.
+Override with environment variables prefixed ``BONEAGE_``. ``BONEAGE_REVIEW_DB`` is a path or a
+``postgresql://`` URL (kept as a str; its password is never in ``repr`` nor in :attr:`Settings.review_db_redacted`).
 """
 
 from __future__ import annotations

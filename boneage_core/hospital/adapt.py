@@ -275,7 +275,9 @@ def add_parser(sub) -> None:
         help="the consensus of a study's blinded readings in the review log",
     )
     src.add_argument(
-        "--db", type=db_arg, help="review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)"
+        "--db",
+        type=db_arg,
+        help="review log, a file or a postgresql:// URL (default: $BONEAGE_REVIEW_DB or data/review.sqlite)",
     )
     src.add_argument("--study", help="the study (default: the log's only one)")
     p.add_argument("--out", type=Path, required=True, help="the adapted model, e.g. models/site.pt")

@@ -268,7 +268,11 @@ def add_parser(sub) -> None:
         "flags); duplicates, other modalities and body parts are skipped; a second run resumes.",
     )
     p.add_argument("archive", type=Path, help="the export's folder (or its DICOMDIR)")
-    p.add_argument("--db", type=db_arg, help="review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)")
+    p.add_argument(
+        "--db",
+        type=db_arg,
+        help="review log, a file or a postgresql:// URL (default: $BONEAGE_REVIEW_DB or data/review.sqlite)",
+    )
     p.add_argument(
         "--segmenter",
         choices=["auto", "sam", "classical"],
