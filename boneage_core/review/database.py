@@ -13,7 +13,9 @@ machines are serialised:
 * PostgreSQL: a session advisory lock (``pg_advisory_lock``, one key per database) taken before the
   transaction and released only after the commit *and* the anchor append, so the anchor, which may sit
   on a file system shared by several machines, gets one whole line at a time in seq order. A writer
-  that dies holding it loses its session, and the server releases the lock.
+  that dies holding it loses its session, and the server releases the lock; a writer waits at most 30 s
+  for it (``lock_timeout``, as SQLite's busy timeout), then fails with nothing written. Reads run in
+  ``READ COMMITTED``: each statement sees what was committed before it.
 
 In the transaction each new row gets its link of the hash chain (:mod:`boneage_core.review.chain`). A
 failure anywhere rolls the whole transaction back: rows and links alike; the anchor is written only after
@@ -93,7 +95,12 @@ class LogDatabase(LogQueries):
         self.path: Path | None = self.target.path
         self.anchor = Path(anchor) if anchor is not None else review_anchor(self.target)
         if self.target.is_postgres:
-            self.engine = create_engine(self.target.sqlalchemy_url, pool_pre_ping=True)
+            # lock_timeout: a writer waits at most 30 s for the lock, as SQLite's busy timeout
+            self.engine = create_engine(
+                self.target.sqlalchemy_url,
+                pool_pre_ping=True,
+                connect_args={"options": "-c lock_timeout=30000"},
+            )
             self._writer = self.engine
             self.anchor.parent.mkdir(parents=True, exist_ok=True)
         else:
