@@ -159,6 +159,45 @@ def test_a_trigger_dropped_and_a_table_added_at_once_reports_only_the_dropped_on
     assert "dicom_transfers" not in restored[0]
 
 
+def test_the_migrations_make_exactly_the_schema_of_the_models(review_db: LogDb):
+    """Alembic's own comparison: a log upgraded to head has every table, column, index and constraint of
+    ``schema.py`` and nothing else (a model changed without a revision fails here)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from boneage_core.review.schema import Base
+
+    log = ReviewLog(review_db.location)
+    try:
+        with log.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    finally:
+        log.close()
+
+
+def test_a_log_made_by_the_models_before_migrations_opens_stamped(review_db: LogDb, capsys):
+    """A new log of the release before migrations was ``Base.metadata.create_all`` and its triggers: it is
+    the baseline's schema, so it is stamped, nothing is reported, and what is written next verifies."""
+    from sqlalchemy import create_engine
+
+    from boneage_core.review.schema import Base
+    from boneage_core.review.triggers import install_triggers
+
+    engine = create_engine(review_db.target.sqlalchemy_url)
+    with engine.begin() as conn:
+        Base.metadata.create_all(conn)
+        install_triggers(conn)
+    engine.dispose()
+    log = ReviewLog(review_db.location)
+    try:
+        log.record_film(_film("made-by-main"))
+    finally:
+        log.close()
+    assert _revision(review_db.location) == [head_revision()]
+    rc, out = _verify(review_db.location, capsys)
+    assert rc == 0 and "event:" not in out, out
+
+
 # -------------------------------------------------------------------------------------------- the anchor
 
 
