@@ -320,3 +320,20 @@ def test_a_disabled_trigger_and_a_rewritten_function_are_caught_and_restored(pg_
     with pytest.raises(pg_db.error, match="append-only"):
         con.execute("TRUNCATE films CASCADE")
     con.close()
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+def test_the_app_signs_in_and_reads_on_each_database(review_db: LogDb, monkeypatch):
+    """The app on ``BONEAGE_REVIEW_DB`` (a file or a URL): sign in, open the worklist; the log verifies."""
+    from apphelp import start
+
+    from boneage_core.settings import get_settings
+
+    monkeypatch.setenv("BONEAGE_REVIEW_DB", review_db.location)
+    get_settings.cache_clear()
+    at = start("worklist", user="dr_pg")
+    assert not at.exception
+    report = verify_log(review_db.location)
+    assert report.ok and report.rows["account_events"] == 1, report.lines()

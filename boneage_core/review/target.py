@@ -92,9 +92,15 @@ def review_anchor(target: LogTarget) -> Path:
     from ..settings import get_settings
 
     settings = get_settings()
-    if settings.review_anchor is not None and log_target(settings.review_db) == target:
+    if settings.review_anchor is not None and _same(log_target(settings.review_db), target):
         return settings.review_anchor
     return target.default_anchor(settings.data_dir)
+
+
+def _same(a: LogTarget, b: LogTarget) -> bool:
+    if a.path is not None and b.path is not None:
+        return a.path.resolve() == b.path.resolve()
+    return a == b
 
 
 def db_arg(value: str) -> Path | str:
