@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,8 +98,8 @@ class LogDb:
                     p.unlink()
             return
         db = self.target.url.database
+        _drop(self.server, db)
         with _admin(self.server) as conn:
-            conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{db}"')
 
     def raw(self, location: str | None = None):
@@ -146,11 +147,24 @@ class LogDb:
         return expected_triggers(self.kind)[self.trigger(table, op)]
 
     def close(self) -> None:
-        if not self._made:
-            return
-        with _admin(self.server) as conn:
-            for db in self._made:
+        for db in self._made:
+            _drop(self.server, db)
+
+
+def _drop(server: str, db: str) -> None:
+    """Drop ``db``, its sessions ended first; retried while the server's autovacuum, which this role may
+    not end, still works in it."""
+    import psycopg
+
+    for attempt in range(40):
+        try:
+            with _admin(server) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if attempt == 39:
+                raise
+            time.sleep(0.25)
 
 
 @pytest.fixture(params=KINDS)
