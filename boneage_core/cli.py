@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from .review.target import db_arg, log_target
+
 
 def _preprocess(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -335,7 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="import: queue the manifest's masks for review; usable: print the ids not rejected",
     )
     m.add_argument("manifest", type=Path, help="manifest.csv written by `boneage preprocess`")
-    m.add_argument("--db", type=Path, help="review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)")
+    m.add_argument(
+        "--db",
+        type=db_arg,
+        help="review log, a file or a postgresql:// URL (default: $BONEAGE_REVIEW_DB or data/review.sqlite)",
+    )
     m.set_defaults(func=_masks)
 
     x = sub.add_parser("export", help="write a training checkpoint as a shippable model (half precision)")
@@ -420,9 +426,9 @@ def _masks(args: argparse.Namespace) -> int:
     db = args.db or get_settings().review_db
     if args.action == "import":
         n = ReviewLog(db).import_manifest(args.manifest)
-        print(f"{n} new masks from {args.manifest} in the review queue of {db}")
+        print(f"{n} new masks from {args.manifest} in the review queue of {log_target(db)}")
         return 0
-    ids = usable_ids(args.manifest, db if Path(db).exists() else None)
+    ids = usable_ids(args.manifest, db if log_target(db).exists() else None)
     print(
         f"{len(ids)} of {len(read_manifest(Path(args.manifest)))} films usable (mask ok or flagged, not rejected)",
         file=sys.stderr,

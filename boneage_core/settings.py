@@ -1,12 +1,14 @@
 """Frozen settings read once from the environment, with embedded defaults.
 
 Every path has a default inside the repository so that a fresh clone works without configuration.
-Override with environment variables prefixed ``BONEAGE_``.
+Override with environment variables prefixed ``BONEAGE_``. ``BONEAGE_REVIEW_DB`` is a path or a
+``postgresql://`` URL (kept as a str; its password is never in ``repr`` nor in :attr:`Settings.review_db_redacted`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +21,19 @@ MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37
 
 #: The bone-age model shipped with the repository.
 DEFAULT_MODEL = REPO_ROOT / "assets" / "models" / "boneage-lite0-ens.pt"
+
+
+def _optional_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def _db(name: str, default: Path) -> Path | str:
+    """A path, or a URL kept as it is (``postgresql://...``)."""
+    value = os.environ.get(name)
+    if value and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+        return value
+    return _path(name, default)
 
 
 def _path(name: str, default: Path) -> Path:
@@ -36,8 +51,11 @@ class Settings:
     #: "vit_t" (MobileSAM), "vit_b", "vit_l", "vit_h", or "auto" (from the file name / size).
     sam_model_type: str = "auto"
     data_dir: Path = field(default_factory=lambda: REPO_ROOT / "data")
-    #: The review log (SQLite). Default: review.sqlite in data_dir.
-    review_db: Path = field(default_factory=lambda: REPO_ROOT / "data" / "review.sqlite")
+    #: The review log: a SQLite file (a Path; default review.sqlite in data_dir) or a PostgreSQL database
+    #: (the ``postgresql://user:password@host:port/db`` URL as a str; show only :attr:`review_db_redacted`).
+    review_db: Path | str = field(default_factory=lambda: REPO_ROOT / "data" / "review.sqlite", repr=False)
+    #: The anchor file of the log ``review_db`` names (None: the default, see :mod:`boneage_core.review.target`).
+    review_anchor: Path | None = None
     #: The bone-age model checkpoint (default: the one shipped in assets/models/).
     model_path: Path = field(default_factory=lambda: DEFAULT_MODEL)
     #: The hand localizer distilled from SAM (``boneage train-localizer``): ``view: hand`` models crop with it.
@@ -74,6 +92,15 @@ class Settings:
     #: Hours a signed-in browser stays signed in without use (a page reload keeps it signed in).
     session_hours: float = 12.0
 
+    @property
+    def review_db_redacted(self) -> str:
+        """``review_db`` for messages: the path, or the URL with its password hidden."""
+        if not isinstance(self.review_db, str):
+            return str(self.review_db)
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.review_db).render_as_string(hide_password=True)
+
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device
@@ -93,7 +120,8 @@ def get_settings() -> Settings:
         sam_checkpoint=_path("BONEAGE_SAM_CHECKPOINT", weights_dir / "mobile_sam.pt"),
         sam_model_type=os.environ.get("BONEAGE_SAM_MODEL_TYPE", base.sam_model_type),
         data_dir=data_dir,
-        review_db=_path("BONEAGE_REVIEW_DB", data_dir / "review.sqlite"),
+        review_db=_db("BONEAGE_REVIEW_DB", data_dir / "review.sqlite"),
+        review_anchor=_optional_path("BONEAGE_REVIEW_ANCHOR"),
         model_path=_path("BONEAGE_MODEL", base.model_path),
         localizer_path=_path("BONEAGE_LOCALIZER", base.localizer_path),
         rsna_eval_dir=_path("BONEAGE_RSNA_EVAL", base.rsna_eval_dir),

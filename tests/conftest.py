@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from databases import review_db  # noqa: F401  (every review-log test on SQLite and PostgreSQL)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

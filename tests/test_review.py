@@ -1,5 +1,7 @@
-"""The review log on a real SQLite file: append-only history, no identifiers, concurrent readers, and the
-hash chain that ``boneage log verify`` checks (forged, deleted and replaced rows, cut tails, migration)."""
+"""The review log on a real SQLite file and a real PostgreSQL database (``review_db``, tests/databases.py):
+append-only history, no identifiers, concurrent readers, and the hash chain that ``boneage log verify``
+checks (forged, deleted and replaced rows, cut tails, migration). Tests of what only SQLite has (its file,
+its pragmas, ``INSERT OR REPLACE``, logs written before the chain) use ``sqlite_log``."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from databases import LogDb
 from dicom_fixtures import make_dicom
 from reference_stats import icc_a1_by_hand
 
@@ -24,7 +27,7 @@ from boneage_core.review.schema import ReviewLogError
 from boneage_core.review.verify import verify_log
 from boneage_core.segment.classical import classical_segment
 
-N_TRIGGERS = len(expected_triggers())  # three per append-only table
+N_TRIGGERS = len(expected_triggers())  # three per append-only table (SQLite)
 
 
 def _prediction(months: float, sex: str = "F") -> Prediction:
@@ -42,7 +45,16 @@ def _prediction(months: float, sex: str = "F") -> Prediction:
 
 
 @pytest.fixture()
-def log(tmp_path: Path) -> ReviewLog:
+def log(review_db: LogDb) -> ReviewLog:
+    """A new log on each database."""
+    log = ReviewLog(review_db.location)
+    yield log
+    log.close()
+
+
+@pytest.fixture()
+def sqlite_log(tmp_path: Path) -> ReviewLog:
+    """A new log in a SQLite file (for what only SQLite has)."""
     return ReviewLog(tmp_path / "data" / "review.sqlite")
 
 
@@ -51,7 +63,8 @@ def films(fullres_films):
     return [read_film(p) for p in fullres_films[:3]]
 
 
-def test_same_bytes_same_film_and_no_identifiers_stored(log: ReviewLog, films):
+def test_same_bytes_same_film_and_no_identifiers_stored(sqlite_log: ReviewLog, films):
+    log = sqlite_log
     pixels = films[0].pixels
     data = make_dicom(pixels, patient_name="Doe^Jane", patient_id="PID-0001", sex="F")
     dicom = read_film(data)
@@ -113,7 +126,7 @@ def test_study_readings_say_whether_they_were_blinded_and_are_chained(log: Revie
     assert log.studies() == ["hosp-1"]
     case = log.cases()[0]
     assert case.reader == "dr_c" and case.reading_study is None and not case.reading_blinded
-    assert verify_log(log.path).ok
+    assert verify_log(log.target).ok
 
 
 def test_readings_confirm_correct_and_refuse_bad_values(log: ReviewLog, films):
@@ -144,7 +157,8 @@ def test_readings_confirm_correct_and_refuse_bad_values(log: ReviewLog, films):
         log.add_prediction(12345, _prediction(10))
 
 
-def test_log_tables_are_append_only_and_pragmas_set(log: ReviewLog, films):
+def test_log_tables_are_append_only_and_pragmas_set(sqlite_log: ReviewLog, films):
+    log = sqlite_log
     fid = log.record_film(films[0])
     pid = log.add_prediction(fid, _prediction(100))
     log.add_reading(fid, pid, reader="dr_a", months=110, reason="r")
@@ -180,20 +194,20 @@ _WRITER = """
 import sys
 from boneage_core.review.log import ReviewLog
 path, reader, fid, pid, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-log = ReviewLog(path)
+log = ReviewLog(path)  # a file or a postgresql:// URL
 for i in range(n):
     log.add_reading(fid, pid, reader=reader, months=100 + i % 10, reason=f"r{i}")
 """
 
 
-def test_two_readers_at_once_lose_nothing(log: ReviewLog, films):
+def test_two_readers_at_once_lose_nothing(log: ReviewLog, review_db: LogDb, films):
     fid = log.record_film(films[0])
     pid = log.add_prediction(fid, _prediction(100))
     # Two separate interpreters (not multiprocessing's spawn, which re-runs whatever module is __main__:
     # after the AppTest tests that is the Streamlit app's script).
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(log.path), r, str(fid), str(pid), "40"],
+            [sys.executable, "-c", _WRITER, review_db.location, r, str(fid), str(pid), "40"],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -205,7 +219,7 @@ def test_two_readers_at_once_lose_nothing(log: ReviewLog, films):
     readings = [e for e in log.history(fid) if e["kind"].startswith("reading")]
     assert len(readings) == 80
     assert sorted({e["reader"] for e in readings}) == ["dr_a", "dr_b"]
-    report = verify_log(log.path)  # 80 concurrent appends, one chain with no fork
+    report = verify_log(log.target)  # 80 concurrent appends, one chain with no fork
     assert report.ok, report.lines()
     assert report.links == 82 and report.anchor_seq == 82
 
@@ -304,15 +318,17 @@ def _raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
-def _verify(path: Path, capsys) -> tuple[int, str]:
+def _verify(path: Path | str, capsys) -> tuple[int, str]:
     capsys.readouterr()
     rc = main(["log", "verify", "--db", str(path)])
     return rc, capsys.readouterr().out
 
 
-def test_log_verify_passes_on_an_intact_log_and_counts_every_row(log: ReviewLog, films, capsys):
+def test_log_verify_passes_on_an_intact_log_and_counts_every_row(
+    log: ReviewLog, review_db: LogDb, films, capsys
+):
     _three_readings(log, films)
-    rc, out = _verify(log.path, capsys)
+    rc, out = _verify(review_db.location, capsys)
     assert rc == 0, out
     # film, segmentation, prediction and its details, three readings
     assert (
@@ -321,26 +337,37 @@ def test_log_verify_passes_on_an_intact_log_and_counts_every_row(log: ReviewLog,
         and "prediction_details 1" in out
         and "anchor" in out
     )
-    assert f"triggers: {N_TRIGGERS} of {N_TRIGGERS} in place" in out and out.strip().endswith(
-        "the triggers are in place"
-    )
+    n = review_db.n_triggers
+    assert f"triggers: {n} of {n} in place" in out and out.strip().endswith("the triggers are in place")
+    assert "boneage-ci" not in out and (not review_db.postgres or "***@" in out)  # never the password
 
 
-def test_replace_and_upserts_are_refused(log: ReviewLog, films):
+def test_replace_upserts_updates_deletes_and_truncates_are_refused(log: ReviewLog, review_db: LogDb, films):
     _, ids = _three_readings(log, films)
-    con = _raw(log.path)
-    try:
-        for sql in (
+    con = review_db.raw()
+    refused = [
+        f"INSERT INTO readings SELECT * FROM readings WHERE id = {ids[1]} ON CONFLICT (id) DO UPDATE SET reader = 'dr_b'",
+        "INSERT INTO log_chain SELECT * FROM log_chain WHERE seq = 1 ON CONFLICT (seq) DO UPDATE SET mac = 'x'",
+        f"UPDATE readings SET months = 1 WHERE id = {ids[0]}",
+        "UPDATE log_chain SET mac = 'x'",
+        "DELETE FROM readings",
+        "DELETE FROM log_chain",
+    ]
+    if review_db.postgres:  # TRUNCATE fires no row trigger: a statement trigger refuses it
+        refused += [f"TRUNCATE {t} CASCADE" for t in ("readings", "log_chain", "films", "log_events")]
+    else:
+        refused += [
             "INSERT OR REPLACE INTO readings SELECT id, film_id, prediction_id, 'dr_b', action, months, reason, "
             f"created_at FROM readings WHERE id = {ids[0]}",
             "REPLACE INTO films SELECT * FROM films WHERE id = 1",
             # same sha256, new id: REPLACE would delete the old film row through the unique index
             "INSERT OR REPLACE INTO films (sha256, pseudonym, source_format, width, height, origin, created_at) "
             "SELECT sha256, 'x', 'png', 1, 1, 'upload', created_at FROM films WHERE id = 1",
-            f"INSERT INTO readings SELECT * FROM readings WHERE id = {ids[1]} ON CONFLICT (id) DO UPDATE SET reader = 'dr_b'",
             "INSERT INTO log_chain SELECT * FROM log_chain WHERE seq = 1 ON CONFLICT DO UPDATE SET mac = 'x'",
-        ):
-            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        ]
+    try:
+        for sql in refused:
+            with pytest.raises(review_db.error, match="append-only"):
                 con.execute(sql)
         assert [r[0] for r in con.execute("SELECT reader FROM readings ORDER BY id")] == [
             "dr_a",
@@ -349,35 +376,40 @@ def test_replace_and_upserts_are_refused(log: ReviewLog, films):
         ]
     finally:
         con.close()
-    assert verify_log(log.path).ok
+    assert verify_log(log.target).ok
 
 
-def test_a_row_forged_with_the_trigger_dropped_is_named_by_verify(log: ReviewLog, films, capsys):
+def test_a_row_forged_with_the_trigger_dropped_is_named_by_verify(
+    log: ReviewLog, review_db: LogDb, films, capsys
+):
     _, ids = _three_readings(log, films)
-    con = _raw(log.path)
-    con.execute("DROP TRIGGER readings_no_update")
+    con = review_db.raw()
+    con.execute(review_db.drop_trigger("readings", "update"))
     con.execute(
         f"UPDATE readings SET reader = 'dr_b' WHERE id = {ids[0]}"
     )  # dr_a's reading passed off as dr_b's
     con.close()
-    rc, out = _verify(log.path, capsys)
+    trigger = review_db.trigger("readings", "update")
+    rc, out = _verify(review_db.location, capsys)
     assert rc == 1
     assert (
         f"first broken row: readings row {ids[0]} (chain link " in out
         and "edited after it was written" in out
     )
-    assert "readings_no_update (missing)" in out
+    assert f"{trigger} (missing)" in out
 
     # reopening restores the trigger but leaves a trace, and the forged row stays flagged
     log.close()
-    ReviewLog(log.path).close()
-    rc, out = _verify(log.path, capsys)
-    assert rc == 1 and f"triggers: {N_TRIGGERS} of {N_TRIGGERS} in place" in out
-    assert "triggers-restored: missing or altered at open, recreated: readings_no_update (missing)" in out
+    ReviewLog(review_db.location).close()
+    rc, out = _verify(review_db.location, capsys)
+    n = review_db.n_triggers
+    assert rc == 1 and f"triggers: {n} of {n} in place" in out
+    assert f"triggers-restored: missing or altered at open, recreated: {trigger} (missing)" in out
     assert f"first broken row: readings row {ids[0]}" in out
 
 
-def test_insert_or_replace_with_the_triggers_dropped_is_caught(log: ReviewLog, films, capsys):
+def test_insert_or_replace_with_the_triggers_dropped_is_caught(sqlite_log: ReviewLog, films, capsys):
+    log = sqlite_log
     _, ids = _three_readings(log, films)
     con = _raw(log.path)
     con.execute("DROP TRIGGER readings_no_replace")
@@ -394,13 +426,15 @@ def test_insert_or_replace_with_the_triggers_dropped_is_caught(log: ReviewLog, f
     )
 
 
-def test_a_deleted_middle_row_and_an_unchained_insert_are_caught(log: ReviewLog, films, capsys):
+def test_a_deleted_middle_row_and_an_unchained_insert_are_caught(
+    log: ReviewLog, review_db: LogDb, films, capsys
+):
     _, ids = _three_readings(log, films)
-    con = _raw(log.path)
-    con.execute("DROP TRIGGER readings_no_delete")
+    con = review_db.raw()
+    con.execute(review_db.drop_trigger("readings", "delete"))
     con.execute(f"DELETE FROM readings WHERE id = {ids[1]}")
     con.close()
-    rc, out = _verify(log.path, capsys)
+    rc, out = _verify(review_db.location, capsys)
     assert (
         rc == 1
         and f"first broken row: readings row {ids[1]} (chain link" in out
@@ -408,11 +442,11 @@ def test_a_deleted_middle_row_and_an_unchained_insert_are_caught(log: ReviewLog,
     )
 
     # a plain INSERT passes the triggers (the log only grows) but has no link: flagged
-    other = log.path.with_name("other.sqlite")
+    other = review_db.another()
     other_log = ReviewLog(other)
     _three_readings(other_log, films)
     other_log.close()
-    con = _raw(other)
+    con = review_db.raw(other)
     con.execute(
         "INSERT INTO readings (film_id, prediction_id, reader, action, months, reason, created_at) "
         "SELECT film_id, prediction_id, 'dr_c', 'corrected', 99, 'forged', created_at FROM readings LIMIT 1"
@@ -422,20 +456,18 @@ def test_a_deleted_middle_row_and_an_unchained_insert_are_caught(log: ReviewLog,
     assert rc == 1 and "first broken row: readings row 4: is not in the chain" in out
 
 
-def test_deleted_tail_rows_are_caught_by_the_anchor(log: ReviewLog, films, capsys):
+def test_deleted_tail_rows_are_caught_by_the_anchor(log: ReviewLog, review_db: LogDb, films, capsys):
     _, ids = _three_readings(log, films)
-    con = _raw(log.path)
+    con = review_db.raw()
     for t in ("readings", "log_chain"):
-        con.execute(f"DROP TRIGGER {t}_no_delete")
+        con.execute(review_db.drop_trigger(t, "delete"))
     last = con.execute("SELECT MAX(seq) FROM log_chain").fetchone()[0]
     con.execute(f"DELETE FROM readings WHERE id IN ({ids[1]}, {ids[2]})")
     con.execute(f"DELETE FROM log_chain WHERE seq > {last - 2}")  # the chain that is left is valid on its own
     for t in ("readings", "log_chain"):
-        con.execute(
-            f"CREATE TRIGGER {t}_no_delete BEFORE DELETE ON {t} BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END"
-        )
+        con.execute(review_db.create_trigger(t, "delete"))
     con.close()
-    rc, out = _verify(log.path, capsys)
+    rc, out = _verify(review_db.location, capsys)
     assert rc == 1
     assert (
         f"first broken row: chain links {last - 1}..{last}: missing: the anchor recorded link {last}" in out
@@ -443,26 +475,27 @@ def test_deleted_tail_rows_are_caught_by_the_anchor(log: ReviewLog, films, capsy
 
     # the whole log replaced by an empty one: the anchor still says what was there
     log.close()
-    for p in log.path.parent.glob("review.sqlite*"):
-        if not p.name.endswith(".anchor"):
-            p.unlink()
-    ReviewLog(log.path).close()
-    rc, out = _verify(log.path, capsys)
+    review_db.wipe()
+    ReviewLog(review_db.location).close()
+    rc, out = _verify(review_db.location, capsys)
     assert rc == 1 and "the chain ends at link 0" in out
 
     # and without its anchor, a log with rows fails too (the anchor is part of the backup)
-    fresh = ReviewLog(log.path.with_name("fresh.sqlite"))
+    fresh_location = review_db.another("fresh")
+    fresh = ReviewLog(fresh_location)
     _three_readings(fresh, films)
+    fresh.close()
     fresh.anchor.unlink()
-    rc, out = _verify(fresh.path, capsys)
+    rc, out = _verify(fresh_location, capsys)
     assert rc == 1 and "anchor" in out and "missing or empty" in out
 
 
-def test_a_log_written_before_the_chain_is_chained_on_first_open(log: ReviewLog, films, capsys):
+def test_a_log_written_before_the_chain_is_chained_on_first_open(sqlite_log: ReviewLog, films, capsys):
+    log = sqlite_log
     _three_readings(log, films)
     log.close()
     con = _raw(log.path)  # what a log of the previous version looks like: no chain, no REPLACE triggers
-    for t in ("log_chain", "log_events", "account_events"):
+    for t in ("log_chain", "log_events", "account_events", "alembic_version"):
         con.execute(f"DROP TABLE {t}")
     for (name,) in con.execute(
         "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%_no_replace'"
@@ -492,21 +525,25 @@ def test_a_log_written_before_the_chain_is_chained_on_first_open(log: ReviewLog,
     )  # link 1: the trace of the trigger
 
 
-def test_verify_with_another_site_secret_says_so(log: ReviewLog, films, tmp_path, monkeypatch, capsys):
+def test_verify_with_another_site_secret_says_so(
+    log: ReviewLog, review_db: LogDb, films, tmp_path, monkeypatch, capsys
+):
     from boneage_core.settings import get_settings
 
     _three_readings(log, films)
     monkeypatch.setenv("BONEAGE_SITE_SECRET_FILE", str(tmp_path / "other" / "site-secret"))
     get_settings.cache_clear()
     try:
-        rc, out = _verify(log.path, capsys)
+        rc, out = _verify(review_db.location, capsys)
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
     assert rc == 1 and "is this the site secret the log was written with?" in out
 
 
-def test_record_analysis_is_all_or_nothing_when_the_prediction_write_fails(log: ReviewLog, films):
+def test_record_analysis_is_all_or_nothing_when_the_prediction_write_fails(
+    log: ReviewLog, review_db: LogDb, films
+):
     from sqlalchemy.exc import IntegrityError
 
     film = films[1]
@@ -514,10 +551,10 @@ def test_record_analysis_is_all_or_nothing_when_the_prediction_write_fails(log: 
     broken = dataclasses.replace(
         _prediction(100), sex=None
     )  # NOT NULL in the predictions table: the INSERT fails after the film and mask rows
-    with pytest.raises(IntegrityError, match="NOT NULL"):
+    with pytest.raises(IntegrityError, match="NOT NULL|not-null"):
         log.record_analysis(film, seg, broken)
     assert log.find_film(film.sha256) is None and log.cases() == []
-    con = _raw(log.path)
+    con = review_db.raw()
     assert con.execute("SELECT COUNT(*) FROM log_chain").fetchone()[0] == 0
     assert con.execute("SELECT COUNT(*) FROM segmentations").fetchone()[0] == 0
     con.close()
@@ -527,7 +564,7 @@ def test_record_analysis_is_all_or_nothing_when_the_prediction_write_fails(log: 
     with pytest.raises(IntegrityError):
         log.record_analysis(film, seg, broken)  # a known film: its second mask is not left behind either
     assert [e["kind"] for e in log.history(fid)] == ["segmentation", "prediction"]
-    assert verify_log(log.path).ok
+    assert verify_log(log.target).ok
 
 
 # ------------------------------------------------------------------ the clinical reading (issue 12)
@@ -575,7 +612,7 @@ def test_a_dicom_reading_carries_interval_age_z_flags_into_log_export_and_report
     assert "mirrored" in next(r for r in rows if r["film_sha256"] == second.case.sha256)["quality_flags"]
     page = render_html(report_for_case(service, first.film_id, heatmap=False))
     assert "corrected by dr_a" in page and "90% interval" in page and f"{ca:.1f} months" in page
-    assert verify_log(log.path).ok
+    assert verify_log(log.target).ok
 
 
 def test_follow_up_shows_one_childs_studies_oldest_first(log: ReviewLog, fullres_films):

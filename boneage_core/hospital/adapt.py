@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BoneAgeError
+from ..review.target import db_arg
 
 if TYPE_CHECKING:  # the models are imported when a command runs, not when the parser is built
     import numpy as np
@@ -273,7 +274,11 @@ def add_parser(sub) -> None:
         action="store_true",
         help="the consensus of a study's blinded readings in the review log",
     )
-    src.add_argument("--db", type=Path, help="review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)")
+    src.add_argument(
+        "--db",
+        type=db_arg,
+        help="review log, a file or a postgresql:// URL (default: $BONEAGE_REVIEW_DB or data/review.sqlite)",
+    )
     src.add_argument("--study", help="the study (default: the log's only one)")
     p.add_argument("--out", type=Path, required=True, help="the adapted model, e.g. models/site.pt")
     p.add_argument("--model", type=Path, help="base checkpoint (default: the shipped one, or $BONEAGE_MODEL)")

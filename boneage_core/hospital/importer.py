@@ -51,6 +51,7 @@ from ..films.sniff import sniff_format
 from ..review.log import ReviewLog
 from ..review.reading import FlaggedFilmError, ReadingService
 from ..review.schema import FilmRow, ImportRow
+from ..review.target import db_arg
 from ..secret import keyed_hash
 from ..settings import get_settings
 from .archive import ArchiveEntry, is_dicomdir, relative_bytes, walk_archive
@@ -90,6 +91,11 @@ class _Known:
         return known
 
 
+def _where(log: ReviewLog) -> object:
+    """Which database ``log`` writes to: its resolved file, or its PostgreSQL URL."""
+    return log.path.resolve() if log.path is not None else log.target.url
+
+
 def import_archive(
     root: Path,
     review: ReviewLog,
@@ -110,7 +116,7 @@ def import_archive(
     if sex is not None and sex.strip().upper()[:1] not in ("M", "F"):
         raise MissingSexError(f"the archive's sex must be M or F, got {sex!r}")
     sex = sex.strip().upper()[:1] if sex else None
-    if Path(service.log.path).resolve() != Path(review.path).resolve():
+    if _where(service.log) != _where(review):
         raise ValueError("the reading service writes to another review log than the import's")
     keyed_hash("import-path", b"")  # the site secret: refused now rather than on every file
     started = time.perf_counter()
@@ -262,7 +268,11 @@ def add_parser(sub) -> None:
         "flags); duplicates, other modalities and body parts are skipped; a second run resumes.",
     )
     p.add_argument("archive", type=Path, help="the export's folder (or its DICOMDIR)")
-    p.add_argument("--db", type=Path, help="review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)")
+    p.add_argument(
+        "--db",
+        type=db_arg,
+        help="review log, a file or a postgresql:// URL (default: $BONEAGE_REVIEW_DB or data/review.sqlite)",
+    )
     p.add_argument(
         "--segmenter",
         choices=["auto", "sam", "classical"],

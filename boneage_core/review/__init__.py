@@ -1,9 +1,11 @@
 """Review: the radiologist's side. Films read into an append-only log, masks decided, ages confirmed or
 corrected, and the model's agreement with the readers measured and exported.
 
-* ``schema``, ``log``, ``queries``: the review log (SQLite; tables, writes, the "latest of everything" reads);
-* ``database``, ``chain``, ``verify``: opening the log and its write transactions, the hash chain keyed by
-  the site secret with its anchor and append-only triggers, and ``boneage log verify``;
+* ``schema``, ``log``, ``queries``: the review log (SQLite or PostgreSQL; tables, writes, the "latest of
+  everything" reads);
+* ``target``, ``database``, ``migrate``, ``chain``, ``triggers``, ``verify``: where the log is (a path or a
+  URL), opening it (Alembic migrations in ``migrations/``) and its locked write transactions, the hash
+  chain keyed by the site secret with its anchor, the append-only triggers, and ``boneage log verify``;
 * ``passwords``, ``accounts``: reader accounts kept in the log (scrypt hashes, roles, throttled sign-in);
 * ``intake``: what the app takes in from a browser (upload limits, which manifests may be imported);
 * ``commands``: the ``boneage users`` and ``boneage log`` subcommands;

@@ -6,36 +6,47 @@ of one chain, in ``log_chain``, in the same transaction as the row itself::
     mac[n] = keyed_hash("review-log-chain/v1", n | table | row id | canonical(row) | mac[n-1])   # mac[0] = 64 zeros
 
 ``canonical(row)`` is the row as SQLite stores it (``SELECT *``), columns sorted by name, each value with
-its storage type (integer, real as ``float.hex``, text, blob as its sha256), as compact JSON. The key is
+its storage type (integer, real as ``float.hex``, text, blob as its sha256), as compact JSON. A row read
+from PostgreSQL canonicalises to the same bytes: a boolean as the integer SQLite stores, a timestamp as
+the text SQLite stores (``YYYY-MM-DD HH:MM:SS.ffffff``), ``bytea`` as its sha256, a NaN as NULL (SQLite
+stores NaN as NULL); so one chain format, one :func:`link_mac`, and ``boneage log verify`` on both. The key is
 the site secret (:mod:`boneage_core.secret`), so whoever edits a row, deletes one from the middle, or
 inserts one behind the log's back (raw SQL) cannot produce a MAC that verifies: ``boneage log verify``
 (:mod:`boneage_core.review.verify`) names the first broken row.
 
 Deleting rows from the *end* leaves a shorter chain that is still valid, so the chain's head is also
 recorded outside the database: after each commit, ``seq mac`` is appended to the **anchor**, a text
-file beside the log (``review.sqlite.anchor``; it may be a symlink to append-only storage). A chain
-shorter than the anchor, or an anchor entry whose MAC differs from the chain's, means the log was cut
-or rewritten.
+file (beside a SQLite log, ``review.sqlite.anchor``; for PostgreSQL in the data dir or
+``$BONEAGE_REVIEW_ANCHOR``, see :mod:`boneage_core.review.target`; it may be a symlink to append-only
+storage). A chain shorter than the anchor, or an anchor entry whose MAC differs from the chain's, means
+the log was cut or rewritten. Entries may be out of seq order (two writers commit, then append in the
+other order): :func:`read_anchor`'s reader, ``verify``, compares each entry with its link and the
+highest seq with the chain's head, whatever the order. On PostgreSQL, where several machines may write
+to one anchor on a shared file system, each writer appends while still holding the log's write lock
+(a session advisory lock taken before the transaction and released after the append), so appends never
+interleave.
 
-The triggers (:func:`expected_triggers`) refuse UPDATE and DELETE, and refuse an INSERT whose primary or
-unique key exists already: SQLite's ``INSERT OR REPLACE`` deletes the old row without firing DELETE
-triggers (unless recursive triggers are on), and an upsert's ``DO UPDATE`` would rewrite it. The
-triggers stop accidents and casual edits; the chain is what detects someone who drops them.
+The triggers that refuse UPDATE, DELETE, REPLACE, upserts and TRUNCATE are in
+:mod:`boneage_core.review.triggers` (re-exported here); they stop accidents and casual edits, the chain
+is what detects someone who drops them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
-import sqlite3
 from pathlib import Path
 
-from sqlalchemy import Table, UniqueConstraint
+from sqlalchemy import Connection, text
 
 from ..secret import keyed_hash
-from .schema import APPEND_ONLY, Base
+from .triggers import expected_triggers, install_triggers, trigger_problems
+
+__all__ = ["expected_triggers", "install_triggers", "trigger_problems"]
 
 PURPOSE = "review-log-chain/v1"
 GENESIS = "0" * 64
@@ -51,7 +62,9 @@ def canonical(columns: list[str], values: tuple) -> bytes:
         elif isinstance(value, bool | int):
             out[col] = ["i", str(int(value))]
         elif isinstance(value, float):
-            out[col] = ["r", value.hex()]
+            out[col] = None if math.isnan(value) else ["r", value.hex()]
+        elif isinstance(value, dt.datetime):  # PostgreSQL: the text SQLite stores for it
+            out[col] = ["t", _sqlite_datetime(value)]
         elif isinstance(value, str):
             out[col] = ["t", value]
         elif isinstance(value, bytes | memoryview):
@@ -59,6 +72,14 @@ def canonical(columns: list[str], values: tuple) -> bytes:
         else:
             raise TypeError(f"column {col}: unexpected SQLite value {type(value).__name__}")
     return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _sqlite_datetime(value: dt.datetime) -> str:
+    """``value`` as SQLAlchemy's SQLite ``DateTime`` stores it (naive; microseconds always written)."""
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    )
 
 
 def link_mac(seq: int, table: str, row_id: int, content: bytes, prev_mac: str) -> str:
@@ -69,28 +90,28 @@ def link_mac(seq: int, table: str, row_id: int, content: bytes, prev_mac: str) -
     return keyed_hash(PURPOSE, material)
 
 
-def row_content(conn: sqlite3.Connection, table: str, row_id: int) -> bytes | None:
+def row_content(conn: Connection, table: str, row_id: int) -> bytes | None:
     """``canonical`` of row ``row_id`` of ``table``, or None when there is no such row."""
     if not _IDENT.match(table):
         raise ValueError(f"not a table name: {table!r}")
-    cur = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,))
-    row = cur.fetchone()
+    result = conn.execute(text(f"SELECT * FROM {table} WHERE id = :id"), {"id": row_id})
+    row = result.first()
     if row is None:
         return None
-    return canonical([d[0] for d in cur.description], tuple(row))
+    return canonical(list(result.keys()), tuple(row))
 
 
-def chain_head(conn: sqlite3.Connection) -> tuple[int, str]:
+def chain_head(conn: Connection) -> tuple[int, str]:
     """``(seq, mac)`` of the last link, ``(0, GENESIS)`` for an empty chain."""
-    row = conn.execute("SELECT seq, mac FROM log_chain ORDER BY seq DESC LIMIT 1").fetchone()
+    row = conn.execute(text("SELECT seq, mac FROM log_chain ORDER BY seq DESC LIMIT 1")).first()
     return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
 
 class ChainWriter:
-    """Appends links on one DB-API connection inside the caller's write transaction (``BEGIN IMMEDIATE``:
-    the head cannot move under it)."""
+    """Appends links on one connection inside the caller's write transaction (the log's write lock is
+    held: ``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL; the head cannot move under it)."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: Connection):
         self.conn = conn
         self.head: tuple[int, str] | None = None
         self.appended = 0
@@ -103,8 +124,11 @@ class ChainWriter:
             raise LookupError(f"{table} has no row {row_id} to chain")
         mac = link_mac(seq + 1, table, row_id, content, prev)
         self.conn.execute(
-            "INSERT INTO log_chain (seq, table_name, row_id, prev_mac, mac) VALUES (?, ?, ?, ?, ?)",
-            (seq + 1, table, row_id, prev, mac),
+            text(
+                "INSERT INTO log_chain (seq, table_name, row_id, prev_mac, mac) "
+                "VALUES (:seq, :table, :row_id, :prev, :mac)"
+            ),
+            {"seq": seq + 1, "table": table, "row_id": row_id, "prev": prev, "mac": mac},
         )
         self.head = (seq + 1, mac)
         self.appended += 1
@@ -115,7 +139,7 @@ class ChainWriter:
 
 
 def anchor_path(db: Path) -> Path:
-    """The default anchor of the log ``db``: ``<db>.anchor`` beside it."""
+    """The default anchor of the SQLite log ``db``: ``<db>.anchor`` beside it."""
     return db.with_name(db.name + ".anchor")
 
 
@@ -152,64 +176,3 @@ def read_anchor(path: Path, limit: int = 256 * 1024 * 1024) -> tuple[list[tuple[
         else:
             problems.append(f"the anchor {path} line {number} is not 'seq mac': {line[:80]!r}")
     return entries, problems
-
-
-# ---------------------------------------------------------------------------------------------- triggers
-
-
-def _key_sets(table: Table) -> list[list[str]]:
-    keys = [[c.name for c in table.primary_key.columns]]
-    keys += [[c.name] for c in table.columns if c.unique]
-    keys += [[c.name for c in k.columns] for k in table.constraints if isinstance(k, UniqueConstraint)]
-    keys += [[c.name for c in i.columns] for i in table.indexes if i.unique]
-    out: list[list[str]] = []
-    for k in keys:
-        if k and k not in out:
-            out.append(k)
-    return out
-
-
-def expected_triggers() -> dict[str, str]:
-    """``trigger name -> CREATE TRIGGER statement`` for every append-only table."""
-    out = {}
-    for name in APPEND_ONLY:
-        table = Base.metadata.tables[name]
-        stop = f"BEGIN SELECT RAISE(ABORT, '{name} is append-only'); END"
-        out[f"{name}_no_update"] = f"CREATE TRIGGER {name}_no_update BEFORE UPDATE ON {name} {stop}"
-        out[f"{name}_no_delete"] = f"CREATE TRIGGER {name}_no_delete BEFORE DELETE ON {name} {stop}"
-        exists = " OR ".join(
-            f"EXISTS (SELECT 1 FROM {name} WHERE " + " AND ".join(f"{c} = NEW.{c}" for c in key) + ")"
-            for key in _key_sets(table)
-        )
-        out[f"{name}_no_replace"] = (
-            f"CREATE TRIGGER {name}_no_replace BEFORE INSERT ON {name} WHEN {exists} "
-            f"BEGIN SELECT RAISE(ABORT, '{name} is append-only: a row with this key exists'); END"
-        )
-    return out
-
-
-def _normal(sql: str | None) -> str:
-    return " ".join((sql or "").split())
-
-
-def trigger_problems(conn: sqlite3.Connection) -> dict[str, str]:
-    """``trigger name -> "missing" | "altered"`` for each expected trigger that is not there as written."""
-    found = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall())
-    out = {}
-    for name, sql in expected_triggers().items():
-        if name not in found:
-            out[name] = "missing"
-        elif _normal(found[name]) != _normal(sql):
-            out[name] = "altered"
-    return out
-
-
-def install_triggers(conn: sqlite3.Connection) -> dict[str, str]:
-    """(Re)create every missing or altered trigger; returns what was wrong (empty when all were in place)."""
-    problems = trigger_problems(conn)
-    sql = expected_triggers()
-    for name, what in problems.items():
-        if what == "altered":
-            conn.execute(f"DROP TRIGGER {name}")
-        conn.execute(sql[name])
-    return problems

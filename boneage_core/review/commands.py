@@ -5,10 +5,12 @@
     boneage users passwd NAME [--password-stdin]
     boneage users role NAME reader|admin
     boneage users disable NAME | enable NAME                         # names are never removed nor reused
-    boneage log verify [--db PATH] [--anchor PATH]                   # exit 1 on any problem
+    boneage log verify [--db PATH|URL] [--anchor PATH]               # exit 1 on any problem
+    boneage log migrate [--db PATH|URL]                              # upgrade the schema, print the revision
 
-Every command takes ``--db`` (default: ``$BONEAGE_REVIEW_DB`` or ``data/review.sqlite``). Changes are
-logged with the operating-system user who made them (``cli:<user>``); passwords are never printed.
+Every command takes ``--db``: a SQLite file or a ``postgresql://user:password@host:port/db`` URL
+(default: ``$BONEAGE_REVIEW_DB`` or ``data/review.sqlite``). Changes are logged with the operating-system
+user who made them (``cli:<user>``); passwords (the accounts' and the URL's) are never printed.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ import getpass
 import sys
 from pathlib import Path
 
+from .target import db_arg, log_target
 
-def _db(args: argparse.Namespace) -> Path:
+
+def _db(args: argparse.Namespace) -> Path | str:
     from ..settings import get_settings
 
-    return Path(args.db) if args.db else get_settings().review_db
+    return args.db if args.db else get_settings().review_db
+
+
+def _shown(args: argparse.Namespace) -> str:
+    """The log for messages (a URL without its password)."""
+    return log_target(_db(args)).redacted
 
 
 def _actor() -> str:
@@ -46,14 +55,14 @@ def _users(args: argparse.Namespace) -> int:
     from .accounts import Accounts
     from .log import ReviewLog
 
-    if args.action != "add" and not _db(args).is_file():
-        raise FileNotFoundError(f"no review log at {_db(args)} (`boneage users add` creates it)")
+    if args.action != "add" and not log_target(_db(args)).exists():
+        raise FileNotFoundError(f"no review log at {_shown(args)} (`boneage users add` creates it)")
     accounts = Accounts(ReviewLog(_db(args)))
     actor = _actor()
     if args.action == "list":
         rows = accounts.all()
         if not rows:
-            print(f"no accounts in {_db(args)}: `boneage users add NAME --role admin` creates the first")
+            print(f"no accounts in {_shown(args)}: `boneage users add NAME --role admin` creates the first")
         for a in rows:
             print(
                 f"{a.name:<24} {a.role:<7} {'active' if a.active else 'disabled':<9} since {a.created_at:%Y-%m-%d}"
@@ -63,7 +72,7 @@ def _users(args: argparse.Namespace) -> int:
         raise SystemExit(f"boneage users {args.action}: give the account name")
     if args.action == "add":
         acc = accounts.add(args.name, _password(args), role=args.role, actor=actor)
-        print(f"account {acc.name} ({acc.role}) created in {_db(args)}")
+        print(f"account {acc.name} ({acc.role}) created in {_shown(args)}")
     elif args.action == "passwd":
         acc = accounts.set_password(args.name, _password(args), actor=actor)
         print(f"password of {acc.name} changed")
@@ -80,6 +89,18 @@ def _users(args: argparse.Namespace) -> int:
 
 
 def _log(args: argparse.Namespace) -> int:
+    if args.action == "migrate":
+        from .log import ReviewLog
+        from .migrate import current_revision
+
+        log = ReviewLog(_db(args))  # opening it upgrades it (and checks its triggers)
+        try:
+            with log.engine.connect() as conn:
+                revision = current_revision(conn)
+        finally:
+            log.close()
+        print(f"review log {log.target}: at revision {revision}")
+        return 0
     from .verify import verify_log
 
     report = verify_log(_db(args), anchor=args.anchor)
@@ -89,7 +110,7 @@ def _log(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``users`` and ``log`` to the ``boneage`` parser's subcommands."""
-    db_help = "review log (default: $BONEAGE_REVIEW_DB or data/review.sqlite)"
+    db_help = "review log: a file or a postgresql:// URL (default: $BONEAGE_REVIEW_DB or data/review.sqlite)"
     u = sub.add_parser("users", help="reader accounts of the app: add, list, passwd, role, disable, enable")
     u.add_argument("action", choices=["add", "list", "passwd", "role", "disable", "enable"])
     u.add_argument("name", nargs="?", help="account name (a-z, 0-9, . _ -)")
@@ -100,13 +121,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     u.add_argument(
         "--password-stdin", action="store_true", help="read the password from the first line of stdin"
     )
-    u.add_argument("--db", type=Path, help=db_help)
+    u.add_argument("--db", type=db_arg, help=db_help)
     u.set_defaults(func=_users)
 
     lg = sub.add_parser(
-        "log", help="check the review log: hash chain, anchor, triggers (exit 1 on a problem)"
+        "log",
+        help="check the review log: hash chain, anchor, triggers (exit 1 on a problem); or migrate its schema",
     )
-    lg.add_argument("action", choices=["verify"])
-    lg.add_argument("--db", type=Path, help=db_help)
-    lg.add_argument("--anchor", type=Path, help="the chain's anchor file (default: <db>.anchor)")
+    lg.add_argument("action", choices=["verify", "migrate"])
+    lg.add_argument("--db", type=db_arg, help=db_help)
+    lg.add_argument(
+        "--anchor", type=Path, help="the chain's anchor file (default: $BONEAGE_REVIEW_ANCHOR or <db>.anchor)"
+    )
     lg.set_defaults(func=_log)

@@ -1,13 +1,15 @@
-"""The review log: an append-only SQLite database of films, masks, estimates and readings.
+"""The review log: an append-only database of films, masks, estimates and readings, in a SQLite file or
+a PostgreSQL database (``ReviewLog("data/review.sqlite")``, ``ReviewLog("postgresql://u:pw@host/db")``).
 
 Every change is a new row, never an update: a mask decision or a reading made again is a later row,
 and "the current state" of a case is its latest row of each kind, so the history stays visible.
-SQLite triggers refuse UPDATE, DELETE, REPLACE and upserts on the log tables, and every row is linked
-into a hash chain keyed by the site secret (:mod:`boneage_core.review.chain`), so a rewrite done
-behind the log's back is detected by ``boneage log verify``. Each write is one transaction (all of it
-or nothing, chain links included); WAL journaling and a busy timeout let two readers write at the same
-time without losing rows; foreign keys are on. Opening, migration and transactions:
-:mod:`boneage_core.review.database`.
+Triggers refuse UPDATE, DELETE, REPLACE, upserts and TRUNCATE on the log tables (on each database,
+:mod:`boneage_core.review.triggers`), and every row is linked into a hash chain keyed by the site secret
+(:mod:`boneage_core.review.chain`), so a rewrite done behind the log's back is detected by
+``boneage log verify``. Each write is one transaction (all of it or nothing, chain links included)
+holding the log's write lock, so any number of processes (app instances, the CLI, the DICOM node, on
+one machine or, with PostgreSQL, on several) write at the same time without losing rows; foreign keys
+are on. Opening, migrations, the lock and transactions: :mod:`boneage_core.review.database`.
 
 No patient identifiers are stored: a film is known by the sha256 of its bytes and the pseudonymous
 key of :mod:`boneage_core.films.pseudonym` (a keyed hash). No names, no patient IDs, no dates of birth.
@@ -55,7 +57,8 @@ from .schema import (
 
 
 class ReviewLog(LogDatabase):
-    """The log at ``path`` (created with its tables when new; see :class:`LogDatabase` for the anchor).
+    """The log at ``path``: a SQLite file (a ``Path`` or a str) or a ``postgresql://`` URL (created with its
+    tables when new; see :class:`LogDatabase` for the anchor).
     Safe to share between threads and processes.
 
     The writes are here; the reads (``cases``, ``latest``, ``mask_queue``, ``history``...) are

@@ -31,7 +31,7 @@ from .schema import (
 
 
 class LogQueries:
-    """Reads of the log at ``self.engine`` (a SQLAlchemy engine on the SQLite file)."""
+    """Reads of the log at ``self.engine`` (a SQLAlchemy engine on the SQLite file or the PostgreSQL database)."""
 
     def rejected_inputs(self) -> set[str]:
         """sha256 of the films whose current mask (latest segmentation) was last decided "rejected"."""

@@ -95,7 +95,7 @@ class ReadingService:
         self.predictor = predictor
         self.segmenter = segmenter
         self.sam_sha256 = sam_sha256
-        self.store = store if store is not None else FilmStore(log.path.parent / "films")
+        self.store = store if store is not None else FilmStore(log.files_dir / "films")
         self._encoded: str | None = None  # sha256 of the film whose embedding the segmenter holds
         #: The quality gate run on every new film (None: no flags are recorded).
         self.gate = gate

@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..clinical.ages import format_years_months
 from ..clinical.greulich_pyle import Interpretation, interpret
+from .target import db_arg
 
 NOTICE = (
     "Research use only: not a medical device, not for diagnosis. Estimated by a model trained on the RSNA "
@@ -243,7 +244,7 @@ def add_parser(sub) -> None:
 
     r = sub.add_parser("report", help="the one-page report of a logged case (PDF or HTML)")
     r.add_argument("--case", type=int, required=True, help="case number (the film's id in the log)")
-    r.add_argument("--db", type=Path, help="review log (default: $BONEAGE_REVIEW_DB)")
+    r.add_argument("--db", type=db_arg, help="review log (default: $BONEAGE_REVIEW_DB)")
     r.add_argument("--out", type=Path, required=True, help="report.pdf or report.html")
     r.add_argument("--no-heatmap", action="store_true", help="leave the Grad-CAM++ thumbnail out (faster)")
     r.set_defaults(func=_command)

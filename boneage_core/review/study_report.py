@@ -22,6 +22,7 @@ from .queries import LogQueries
 from .report import NOTICE, a4_document
 from .study import consensus, study_table
 from .study_figures import reader_agreement, study_summary
+from .target import db_arg
 
 
 def study_figures(log: LogQueries, study: str, n_boot: int = 2000) -> dict:
@@ -141,7 +142,9 @@ def add_parser(sub) -> None:
     s = sub.add_parser("study", help="a blinded reading study's figures: CSV and one-page PDF")
     s.add_argument("action", choices=["summary", "list"])
     s.add_argument("--study", help="the study's name (as typed in the app's study mode)")
-    s.add_argument("--db", type=Path, help="review log (default: BONEAGE_REVIEW_DB or <data>/review.sqlite)")
+    s.add_argument(
+        "--db", type=db_arg, help="review log (default: BONEAGE_REVIEW_DB or <data>/review.sqlite)"
+    )
     s.add_argument("--out", type=Path, help="folder for study-summary.csv and study-report.pdf")
     s.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the MAE's CI")
     s.set_defaults(func=_command)
@@ -162,7 +165,7 @@ def _command(args: argparse.Namespace) -> int:
         from .schema import ReviewLogError
 
         raise ReviewLogError(
-            f"no readings of a study {args.study!r} in {log.path} (see `boneage study list`)"
+            f"no readings of a study {args.study!r} in {log.target} (see `boneage study list`)"
         )
     figures = study_figures(log, args.study, n_boot=args.n_boot)
     args.out.mkdir(parents=True, exist_ok=True)

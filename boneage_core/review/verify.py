@@ -1,19 +1,22 @@
 """``boneage log verify``: check a review log's hash chain, its anchor and its triggers, read-only.
 
-:func:`verify_log` opens the SQLite file read-only (it never migrates nor repairs; opening the log with
-:class:`boneage_core.review.log.ReviewLog` does that) and checks, under the site secret:
+:func:`verify_log` opens the log read-only (a SQLite file with ``mode=ro``; a PostgreSQL database in a
+read-only transaction); it never migrates nor repairs (opening the log with
+:class:`boneage_core.review.log.ReviewLog` does that) and checks, under the site secret, on either:
 
-1. every append-only table has its UPDATE, DELETE and REPLACE triggers, as written;
+1. every append-only table has its triggers (:mod:`boneage_core.review.triggers`: UPDATE, DELETE and
+   REPLACE on SQLite; UPDATE-or-DELETE and TRUNCATE on PostgreSQL, and their function), as written;
 2. the chain's links run 1, 2, 3... each naming the previous link's MAC, and each link's row exists and
    still has the content its MAC was computed over (an edited row, a deleted row, a deleted or
    reordered link all break it);
 3. every row of every chained table has a link (a row inserted behind the log's back has none);
 4. the anchor's entries are links of the chain with the same MAC, and the chain is not shorter than the
-   anchor's last entry (rows deleted from the end).
+   anchor's highest entry (rows deleted from the end); the entries may come in any order (concurrent
+   writers append after their commits).
 
 It also lists the log's own events (a migration to the chain, triggers found missing and restored).
 
-    report = verify_log(Path("data/review.sqlite"))
+    report = verify_log(Path("data/review.sqlite"))     # or "postgresql://user:pw@host:5432/boneage"
     print("\\n".join(report.lines())); sys.exit(0 if report.ok else 1)
 """
 
@@ -23,16 +26,13 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chain import (
-    GENESIS,
-    anchor_path,
-    expected_triggers,
-    link_mac,
-    read_anchor,
-    row_content,
-    trigger_problems,
-)
+from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy.pool import NullPool
+
+from .chain import GENESIS, link_mac, read_anchor, row_content
 from .schema import CHAINED
+from .target import LogTarget, log_target, review_anchor
+from .triggers import expected_triggers, trigger_problems
 
 #: Problems listed in full; beyond that only their number.
 _SHOWN = 20
@@ -42,7 +42,8 @@ _SHOWN = 20
 class Verification:
     """What :func:`verify_log` found. ``ok`` when there is no problem."""
 
-    path: Path
+    #: The SQLite file, or the PostgreSQL URL without its password.
+    path: Path | str
     anchor: Path
     rows: dict[str, int] = field(default_factory=dict)
     links: int = 0
@@ -91,46 +92,66 @@ class Verification:
         return out
 
 
-def verify_log(path: Path | str, anchor: Path | str | None = None) -> Verification:
-    """Check the log at ``path`` (see the module docstring); raises ``FileNotFoundError`` when it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no review log at {path}")
-    report = Verification(path=path, anchor=Path(anchor) if anchor is not None else anchor_path(path))
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def verify_log(path: LogTarget | Path | str, anchor: Path | str | None = None) -> Verification:
+    """Check the log at ``path`` (a path or a ``postgresql://`` URL; see the module docstring); raises
+    ``FileNotFoundError`` when a SQLite file is missing."""
+    target = log_target(path)
+    if not target.exists():
+        raise FileNotFoundError(f"no review log at {target}")
+    report = Verification(
+        path=target.path if target.path is not None else target.redacted,
+        anchor=Path(anchor) if anchor is not None else review_anchor(target),
+    )
+    if target.is_postgres:
+        engine = create_engine(
+            target.sqlalchemy_url,
+            poolclass=NullPool,
+            connect_args={"options": "-c default_transaction_read_only=on"},
+        )
+    else:
+        file = target.path
+        engine = create_engine(
+            "sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(f"file:{file}?mode=ro", uri=True)
+        )
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "log_chain" not in tables:
-            report.problems.append(
-                "this log has no hash chain (written by an older version): open it once with the app or a "
-                "`boneage` command that opens it (e.g. `boneage users list`) to chain its rows, then verify again"
-            )
-            return report
-        problems = trigger_problems(conn)
-        report.triggers_checked = len(expected_triggers())
-        report.missing_triggers = [f"{n} ({w})" for n, w in sorted(problems.items())]
-        report.problems += [f"trigger {n} is {w}" for n, w in sorted(problems.items())]
-        _check_chain(conn, report, tables)
-        _check_anchor(conn, report)
-        if "log_events" in tables:
-            report.events = [
-                f"{at} {kind}: {detail}"
-                for at, kind, detail in conn.execute(
-                    "SELECT created_at, kind, detail FROM log_events ORDER BY id"
-                )
-            ]
+        with engine.connect() as conn:
+            _verify(conn, report)
     finally:
-        conn.close()
+        engine.dispose()
     return report
 
 
-def _check_chain(conn: sqlite3.Connection, report: Verification, tables: set[str]) -> None:
+def _verify(conn: Connection, report: Verification) -> None:
+    tables = set(inspect(conn).get_table_names())
+    if "log_chain" not in tables:
+        report.problems.append(
+            "this log has no hash chain (written by an older version): open it once with the app or a "
+            "`boneage` command that opens it (e.g. `boneage users list`) to chain its rows, then verify again"
+        )
+        return
+    problems = trigger_problems(conn)
+    dialect = conn.dialect.name
+    report.triggers_checked = len(expected_triggers(dialect)) + (dialect == "postgresql")
+    report.missing_triggers = [f"{n} ({w})" for n, w in sorted(problems.items())]
+    report.problems += [f"trigger {n} is {w}" for n, w in sorted(problems.items())]
+    _check_chain(conn, report, tables)
+    _check_anchor(conn, report)
+    if "log_events" in tables:
+        report.events = [
+            f"{at} {kind}: {detail}"
+            for at, kind, detail in conn.execute(
+                text("SELECT created_at, kind, detail FROM log_events ORDER BY id")
+            )
+        ]
+
+
+def _check_chain(conn: Connection, report: Verification, tables: set[str]) -> None:
     linked: dict[str, set[int]] = {t: set() for t in CHAINED}
     expected_seq, prev = 1, GENESIS
     bad_macs = 0
     for seq, table, row_id, prev_mac, mac in conn.execute(
-        "SELECT seq, table_name, row_id, prev_mac, mac FROM log_chain ORDER BY seq"
-    ):
+        text("SELECT seq, table_name, row_id, prev_mac, mac FROM log_chain ORDER BY seq")
+    ).all():
         report.links += 1
         where = f"{table} row {row_id} (chain link {seq})"
         if seq != expected_seq:
@@ -161,14 +182,14 @@ def _check_chain(conn: sqlite3.Connection, report: Verification, tables: set[str
         if table not in tables:
             report.problems.append(f"table {table} is missing")
             continue
-        ids = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY id")]
+        ids = [r[0] for r in conn.execute(text(f"SELECT id FROM {table} ORDER BY id"))]
         report.rows[table] = len(ids)
         for row_id in ids:
             if row_id not in linked[table]:
                 report._broken(f"{table} row {row_id}", "is not in the chain: inserted behind the log's back")
 
 
-def _check_anchor(conn: sqlite3.Connection, report: Verification) -> None:
+def _check_anchor(conn: Connection, report: Verification) -> None:
     entries, problems = read_anchor(report.anchor)
     report.problems += problems
     if not entries:
@@ -186,7 +207,7 @@ def _check_anchor(conn: sqlite3.Connection, report: Verification) -> None:
             f"missing: the anchor recorded link {report.anchor_seq} but the chain ends at link {head_seq} "
             "(rows deleted from the end of the log, or an older copy of it)",
         )
-    macs = dict(conn.execute("SELECT seq, mac FROM log_chain"))
+    macs = dict(conn.execute(text("SELECT seq, mac FROM log_chain")).all())
     for seq, mac in entries:
         if seq in macs and macs[seq] != mac:
             report._broken(
