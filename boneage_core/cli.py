@@ -388,24 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     en.set_defaults(func=_ensemble)
 
     from .evaluate import heat
-    from .hospital import importer
-
-    heat.add_parser(sub)  # `boneage heat-share`
-    from .review import report, study_report
+    from .hospital import adapt, importer
+    from .review import commands, report, study_report
     from .training import gate, localizer
 
-    gate.add_parser(sub)
-    localizer.add_parser(sub)  # `boneage train-localizer`, `boneage localize`
-    study_report.add_parser(sub)  # `boneage study summary|list`
-    report.add_parser(sub)
-    importer.add_parser(sub)
-
-    from .hospital import adapt
-
-    adapt.add_parser(sub)  # `boneage adapt`
-    from .review.commands import add_commands
-
-    add_commands(sub)  # `boneage users ...` (reader accounts) and `boneage log verify`
+    # `boneage heat-share`, `train-gate`, `train-localizer`/`localize`, `study summary|list`, `report`,
+    # `import`, `adapt`: each defined beside its code
+    for module in (heat, gate, localizer, study_report, report, importer, adapt):
+        module.add_parser(sub)
+    commands.add_commands(sub)  # `boneage users ...` (reader accounts), `boneage log verify|migrate`
     return parser
 
 
