@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     study_report.add_parser(sub)  # `boneage study summary|list`
     report.add_parser(sub)
     importer.add_parser(sub)
+    from .hospital.pacs import node
+
+    node.add_parser(sub)  # `boneage dicom-node`
 
     from .hospital import adapt
 
