@@ -249,16 +249,17 @@ def test_architecture_doc_names_every_module_and_no_other() -> None:
     """Each stage's row of the table in docs/ARCHITECTURE.md (``| `films/` | `read.py` (...) · ...``) names
     exactly its modules; the modules directly in the package are named somewhere in the page."""
     doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_]+)/` \|(.*)$", doc, re.M)}
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_/]+)/` \|(.*)$", doc, re.M)}
     problems = []
     for folder in sorted({p.parent for p in modules().values()}):
         files = {p.name for p in folder.glob("*.py")} - {"__init__.py"}
         if folder.name == PACKAGE:
             problems += [f"{f} is not named" for f in sorted(files) if f"`{f}`" not in doc]
             continue
-        named = set(re.findall(r"`([a-z_]+\.py)`", rows.get(folder.name, "")))
-        problems += [f"{folder.name}/{f} is not in the {folder.name}/ row" for f in sorted(files - named)]
-        problems += [f"{folder.name}/{f} is named but does not exist" for f in sorted(named - files)]
+        key = folder.relative_to(ROOT / PACKAGE).as_posix()  # a nested subpackage: `hospital/pacs/`
+        named = set(re.findall(r"`([a-z_]+\.py)`", rows.get(key, "")))
+        problems += [f"{key}/{f} is not in the {key}/ row" for f in sorted(files - named)]
+        problems += [f"{key}/{f} is named but does not exist" for f in sorted(named - files)]
     problems += [f"no stage {r}/" for r in rows if not (ROOT / PACKAGE / r / "__init__.py").is_file()]
     assert not problems, "docs/ARCHITECTURE.md is out of date: " + "; ".join(problems)
     for members in LAYERS:

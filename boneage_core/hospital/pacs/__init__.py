@@ -2,7 +2,8 @@
 page, and sends a structured report and a secondary capture back to the PACS, then an amended report once
 a reader has confirmed or corrected the case.
 
-Part of the ``hospital`` stage: it may import ``review`` and every stage below it. Its modules:
+May import every stage below ``hospital`` (part of that stage: ``review``, ``model``... and the
+``hospital`` modules ``header`` and ``archive``); only ``cli`` imports it. Its modules:
 ``config`` (the YAML), ``vault`` (the encrypted spool: return headers, received films, outbox payloads),
 ``objects`` (the SR and the SC, highdicom), ``burn`` (the burned-in picture), ``sender`` (C-STORE SCU,
 retries, the outbox), ``receiver`` (the SCP, its filters and the bounded queue), ``node`` (the worker,

@@ -71,6 +71,7 @@ class DicomNode:
 
     # ---- life
     def start(self) -> None:
+        quiet_libraries()
         ae = make_ae(self.cfg)
         self._server = ae.start_server(
             (self.cfg.bind_address, self.cfg.port), block=False, evt_handlers=self.receiver.handlers()
@@ -243,6 +244,14 @@ class DicomNode:
         return n
 
 
+def quiet_libraries() -> None:
+    """pynetdicom's and highdicom's INFO and DEBUG lines quote UIDs and AE details: WARNING and above only."""
+    for name in ("pynetdicom", "highdicom"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
 # ------------------------------------------------------------------------------------------ the command
 
 
@@ -273,7 +282,6 @@ def _command(args: argparse.Namespace) -> int:
         args.config, port=args.port, ae_title=args.ae_title, send_to=args.send_to, spool_dir=args.spool
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO and DEBUG lines quote UIDs
     review = ReviewLog(args.db or get_settings().review_db)
     node = DicomNode(cfg, _service(cfg, review, args.device), heatmap=not args.no_heatmap)
     stopping = threading.Event()
