@@ -166,7 +166,13 @@ def store(
     except Exception as exc:
         return False, f"network: {type(exc).__name__}"
     if not assoc.is_established:
-        what = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
+        what = (
+            "rejected"
+            if assoc.is_rejected
+            else "aborted or unreachable"
+            if assoc.is_aborted
+            else "not established"
+        )
         return False, f"association: {what}"
     try:
         status = assoc.send_c_store(ds)
