@@ -11,6 +11,7 @@ the single shipped model without TTA, classical masks (what is tested is the nod
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -469,3 +470,52 @@ def test_a_film_spooled_before_a_restart_is_read_after_it(
     finally:
         node.stop()
         dest.stop()
+
+
+def test_the_common_transfer_syntaxes_are_accepted_and_read(
+    tmp_path: Path, site: ReadingService, films
+) -> None:
+    """The same film in implicit VR, deflate, JPEG baseline, JPEG lossless, JPEG-LS and JPEG 2000: each
+    accepted in its own syntax (no transcoding by the sender) and read onto the worklist."""
+    from dicom_fixtures import make_dicom
+    from pydicom.uid import (
+        DeflatedExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEGBaseline8Bit,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+    )
+
+    pixels = dataset(films[1][1][0]).pixel_array[:298, :298].copy()  # GDCM's baseline JPEG wants even sides
+    encoded = [
+        dataset(make_dicom(pixels, transfer_syntax=ts))
+        for ts in (
+            ImplicitVRLittleEndian,
+            JPEGBaseline8Bit,
+            JPEGLosslessSV1,
+            JPEGLSLossless,
+            JPEG2000Lossless,
+        )
+    ]
+    deflated = dataset(make_dicom(pixels))
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buf = io.BytesIO()
+    deflated.save_as(buf, enforce_file_format=True)
+    encoded.append(dataset(buf.getvalue()))
+    node = DicomNode(_cfg(tmp_path, free_port(), send_back=(), queue_size=8), site, heatmap=False)
+    node.start()
+    try:
+        ae = AE("TESTSCU")
+        for ds in encoded:
+            ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="BONEAGE")
+        syntaxes = {c.transfer_syntax[0] for c in assoc.accepted_contexts}
+        assert syntaxes == {ds.file_meta.TransferSyntaxUID for ds in encoded}
+        assert [assoc.send_c_store(ds).Status for ds in encoded] == [0x0000] * len(encoded)
+        assoc.release()
+        assert node.wait_idle(120)
+    finally:
+        node.stop()
+    rows = _rows(site.log, direction="received")
+    assert [r.status for r in rows] == ["received"] * len(encoded), [r.reason for r in rows]
