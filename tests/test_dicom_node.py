@@ -319,6 +319,7 @@ def test_the_node_reads_films_sends_back_retries_and_amends(
         truncated.write_bytes(items[2][0][: len(items[2][0]) * 2 // 3])
         assert _store(node.port, [chest, str(truncated)]) == [CANNOT_UNDERSTAND, 0x0000]
         wait_until(lambda: _rows(review, direction="received", status="failed"), 60)
+        assert _dcmtk("echoscu", "-aec", "BONEAGE", "127.0.0.1", port).returncode == 0  # still up
     finally:
         node.stop()
 
@@ -519,3 +520,36 @@ def test_the_common_transfer_syntaxes_are_accepted_and_read(
         node.stop()
     rows = _rows(site.log, direction="received")
     assert [r.status for r in rows] == ["received"] * len(encoded), [r.reason for r in rows]
+
+
+def test_only_the_allowed_callers_may_associate(tmp_path: Path, site: ReadingService) -> None:
+    node = DicomNode(_cfg(tmp_path, free_port(), allowed_calling_aes=("PACS",)), site, heatmap=False)
+    node.start()
+    try:
+        port = str(node.port)
+        assert _dcmtk("echoscu", "-aet", "PACS", "-aec", "BONEAGE", "127.0.0.1", port).returncode == 0
+        assert _dcmtk("echoscu", "-aet", "INTRUDER", "-aec", "BONEAGE", "127.0.0.1", port).returncode != 0
+    finally:
+        node.stop()
+
+
+def test_a_send_that_keeps_failing_is_abandoned(tmp_path: Path, films) -> None:
+    """Every attempt is a row: failed, failed, then abandoned; the job leaves the outbox."""
+    from boneage_core.hospital.pacs.objects import Sent
+    from boneage_core.hospital.pacs.sender import Sender
+
+    data = films[1][0][0]
+    ds = dataset(data)
+    review = ReviewLog(tmp_path / "data" / "review.sqlite")
+    cfg = _cfg(tmp_path, free_port(), max_attempts=2, backoff_s=0.01)
+    sender = Sender(cfg, Vault(cfg.spool_dir), review)
+    sent = Sent(
+        data, str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID), str(ds.StudyInstanceUID)
+    )
+    sender.queue("sc", sent, cfg.peers[0], film_id=None)
+    assert sender.run_due() == 1
+    time.sleep(0.05)
+    assert sender.run_due() == 1 and sender.run_due() == 0
+    rows = _rows(review)
+    assert [(r.status, r.attempt) for r in rows] == [("failed", 1), ("failed", 2), ("abandoned", 2)]
+    assert rows[0].peer == cfg.peers[0].address and not sender.vault.jobs()
