@@ -32,6 +32,7 @@ import queue
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -245,11 +246,18 @@ class DicomNode:
 
 
 def quiet_libraries() -> None:
-    """pynetdicom's and highdicom's INFO and DEBUG lines quote UIDs and AE details: WARNING and above only."""
-    for name in ("pynetdicom", "highdicom"):
+    """pynetdicom's and highdicom's INFO and DEBUG lines quote UIDs and AE details, pydicom's warnings may
+    quote a header value they find malformed: WARNING and above only for the first two, errors only for
+    pydicom, and no UserWarning of pydicom or highdicom on stderr."""
+    for name, level in (
+        ("pynetdicom", logging.WARNING),
+        ("highdicom", logging.WARNING),
+        ("pydicom", logging.ERROR),
+    ):
         logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < logging.WARNING:
-            logger.setLevel(logging.WARNING)
+        if logger.getEffectiveLevel() < level:
+            logger.setLevel(level)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(pydicom|highdicom)(\.|$)")
 
 
 # ------------------------------------------------------------------------------------------ the command

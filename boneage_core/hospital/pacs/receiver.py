@@ -70,7 +70,11 @@ TRANSFER_SYNTAXES = (
     JPEG2000,
     RLELossless,
 )
-SUCCESS, OUT_OF_RESOURCES, NOT_MATCHING, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xA900, 0xC000
+#: C-STORE statuses (PS3.4 B.2.3): success, out of resources, data set does not match SOP class, cannot understand.
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+NOT_MATCHING = 0xA900
+CANNOT_UNDERSTAND = 0xC000
 
 
 def make_ae(cfg: NodeConfig) -> AE:
