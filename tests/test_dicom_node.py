@@ -234,6 +234,12 @@ def test_the_sr_and_the_sc_are_in_the_films_study(tmp_path: Path, site: ReadingS
     ref = sr_items(sr)["121112"].ReferencedSOPSequence[0]
     assert (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID) == (ds.SOPClassUID, ds.SOPInstanceUID)
     assert sr.VerificationFlag == "UNVERIFIED"
+    if shutil.which("dsrdump"):  # dcmtk reads it as a valid SR document
+        (tmp_path / "sr.dcm").write_bytes(build_sr(header, analysis.case, manufacturer="boneage-core").data)
+        dumped = subprocess.run(
+            ["dsrdump", str(tmp_path / "sr.dcm")], capture_output=True, text=True, timeout=60
+        )
+        assert dumped.returncode == 0 and "Bone age" in dumped.stdout, dumped.stderr
 
     node = DicomNode(_cfg(tmp_path, 1), site, heatmap=True)
     sc = dataset(node._sc(header, analysis).data)
