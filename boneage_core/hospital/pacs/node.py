@@ -294,7 +294,10 @@ def _command(args: argparse.Namespace) -> int:
     node = DicomNode(cfg, _service(cfg, review, args.device), heatmap=not args.no_heatmap)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    node.start()
+    try:
+        node.start()
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        raise BoneAgeError(f"cannot listen on {cfg.bind_address}:{cfg.port}: {exc.strerror or exc}") from exc
     print(f"dicom-node: {cfg.ae_title} on {cfg.bind_address}:{node.port}, spool {cfg.spool_dir}", flush=True)
     try:
         while not stopping.wait(1.0):
