@@ -10,10 +10,15 @@ PORT   ?= 8501
 # (then put it behind HTTPS, and create the first admin before: `boneage users add NAME --role admin`).
 APP_ADDRESS ?= 127.0.0.1
 
-.PHONY: run test setup weights lint benchmark contact-sheet train evaluate-val clean
+.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train evaluate-val clean
 
 run: setup
 	$(PY) -m streamlit run app/main.py --server.address $(APP_ADDRESS) --server.port $(PORT)
+
+# The DICOM node (docs/DICOM_NODE_README_SNIPPET.md): receives hand films from the PACS, sends SR and SC back.
+NODE_CONFIG ?= configs/dicom-node.yaml
+dicom-node: setup
+	$(PY) -m boneage_core.cli dicom-node --config $(NODE_CONFIG)
 
 test: setup
 	$(PY) -m ruff check .

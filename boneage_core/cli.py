@@ -389,12 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate import heat
     from .hospital import adapt, importer
+    from .hospital.pacs import node
     from .review import commands, report, study_report
     from .training import gate, localizer
 
     # `boneage heat-share`, `train-gate`, `train-localizer`/`localize`, `study summary|list`, `report`,
-    # `import`, `adapt`: each defined beside its code
-    for module in (heat, gate, localizer, study_report, report, importer, adapt):
+    # `import`, `dicom-node`, `adapt`: each defined beside its code
+    for module in (heat, gate, localizer, study_report, report, importer, node, adapt):
         module.add_parser(sub)
     commands.add_commands(sub)  # `boneage users ...` (reader accounts), `boneage log verify|migrate`
     return parser
