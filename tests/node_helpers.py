@@ -117,6 +117,25 @@ def log_files(db: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in db.parent.glob(db.name + "*") if p.is_file()}
 
 
+def log_contents(review) -> dict[str, bytes]:
+    """Everything the review log holds: its files (SQLite: database, WAL, anchor), or on PostgreSQL every
+    row of every table as text, and the anchor."""
+    from sqlalchemy import text
+
+    from boneage_core.review.schema import Base
+
+    if review.path is not None:
+        return log_files(review.path)
+    out = {}
+    with review.engine.connect() as conn:
+        for table in Base.metadata.tables:
+            rows = conn.execute(text(f"SELECT * FROM {table}")).fetchall()
+            out[table] = "\n".join(repr(tuple(r)) for r in rows).encode()
+    if review.anchor.is_file():
+        out["anchor"] = review.anchor.read_bytes()
+    return out
+
+
 def plain_spool_files(spool: Path) -> dict[str, bytes]:
     """The spool's files that are not encrypted (everything but ``*.enc``)."""
     return {

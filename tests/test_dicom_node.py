@@ -559,3 +559,46 @@ def test_a_send_that_keeps_failing_is_abandoned(tmp_path: Path, films) -> None:
     rows = _rows(review)
     assert [(r.status, r.attempt) for r in rows] == [("failed", 1), ("failed", 2), ("abandoned", 2)]
     assert rows[0].peer == cfg.peers[0].address and not sender.vault.jobs()
+
+
+def test_two_app_processes_and_the_node_write_at_once_without_lost_rows(
+    review_db, rsna_train: Path, tmp_path: Path, fast_parts
+) -> None:
+    """On each database: two other processes append films, estimates and readings (as two app processes
+    would) while the node receives six films over DICOM, analyses them and sends their reports."""
+    from test_review_databases import _WRITER
+
+    predictor, gate = fast_parts
+    review = ReviewLog(review_db.location)
+    site = ReadingService(review, predictor, None, gate=gate)
+    _, items = hand_films(rsna_train, tmp_path / "films", n=6)
+    dest_port = free_port()
+    dest = Destination().start(dest_port)
+    node = DicomNode(_cfg(tmp_path, dest_port, send_back=("sr",), queue_size=8), site, heatmap=False)
+    node.start()
+    n = 10
+    tests = str(Path(__file__).parent)
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, review_db.location, name, tests, str(n)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("app_a", "app_b")
+    ]
+    try:
+        assert _store(node.port, [dataset(data) for data, _ in items]) == [0x0000] * 6
+        for p in writers:
+            _, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err[-3000:]
+        wait_until(lambda: len(dest.of("SR")) == 6, 300, step=0.5)
+    finally:
+        node.stop()
+        dest.stop()
+    assert len(_rows(review, direction="received", status="received")) == 6
+    assert len(_rows(review, kind="sr", status="sent")) == 6
+    assert len(review.cases()) == 6 + 2 * n
+    assert sorted(r["reader"] for r in review.readings()) == ["app_a"] * n + ["app_b"] * n
+    report = verify_log(review.target)
+    assert report.ok, report.lines()
+    review.close()

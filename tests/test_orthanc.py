@@ -21,7 +21,7 @@ from node_helpers import (
     free_port,
     hand_films,
     leaks,
-    log_files,
+    log_contents,
     plain_spool_files,
     sr_number,
     wait_until,
@@ -79,8 +79,9 @@ def _file(url: str, instance: str):
 
 
 def test_orthanc_sends_a_film_and_gets_the_sr_the_sc_and_the_amended_sr(
-    orthanc, rsna_train: Path, tmp_path: Path, caplog, capfd
+    orthanc, review_db, rsna_train: Path, tmp_path: Path, caplog, capfd
 ) -> None:
+    """On each database of the review log (SQLite, PostgreSQL)."""
     import requests
 
     from boneage_core.model.gate import QualityGate
@@ -93,7 +94,7 @@ def test_orthanc_sends_a_film_and_gets_the_sr_the_sc_and_the_amended_sr(
     builder, items = hand_films(rsna_train, tmp_path / "films", n=1, patient="okafor")
     data = items[0][0]
     predictor = BoneAgePredictor(FAST_MODEL, tta=False)
-    review = ReviewLog(tmp_path / "data" / "review.sqlite")
+    review = ReviewLog(review_db.location)
     service = ReadingService(review, predictor, None, gate=QualityGate())
     peer = parse_peer(dicom, name="orthanc")
     cfg = NodeConfig(
@@ -154,7 +155,7 @@ def test_orthanc_sends_a_film_and_gets_the_sr_the_sc_and_the_amended_sr(
         requests.delete(f"{url}/modalities/boneage", timeout=10)
     out, err = capfd.readouterr()
     blobs = {
-        **log_files(review.path),
+        **log_contents(review),
         **plain_spool_files(cfg.spool_dir),
         "stdout": out.encode(),
         "stderr": err.encode(),
