@@ -99,21 +99,28 @@ needs_shipped = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped loc
 
 @needs_shipped
 def test_shipped_localizer_matches_sam_on_unseen_films(shared_data):
-    """Three films of the held-out share (never a training step): Dice against SAM's own mask."""
+    """Ten films spread over the held-out share (never a training step): Dice of the localizer's finished
+    mask against SAM's own, on the films whose SAM mask passes SAM's checks (the localizer learnt from
+    those only; where SAM fails, e.g. on a film plate, there is no reference). Measured when shipped:
+    0.990 to 1.000, mean 0.996, on the 9 of 10 that SAM did not flag. (Grey films on a tilted plate, as
+    RSNA 1398-1419, are harder: 0.83 to 0.96.)"""
     from boneage_core.segment.segmenter import HandSegmenter
 
     loc = load_localizer(SHIPPED)
     assert loc.meta["heldout_dice_mean"] >= 0.95  # the figure measured when it was trained
     with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
-        ids = [r["id"] for r in csv.DictReader(f) if is_heldout(r["id"])][:3]
+        held = [r["id"] for r in csv.DictReader(f) if is_heldout(r["id"])]
+    ids = held[:: len(held) // 10][:10]
     sam = HandSegmenter()
-    scores = []
+    scores = {}
     for i in ids:
         film = read_film((shared_data / "rsna-train" / "images" / f"{i}.jpg").read_bytes()).pixels
         sam.set_image(film)
-        reference = sam.segment().mask
-        scores.append(dice(loc.probabilities([film])[0] > 0.5, reference))
-    assert min(scores) >= 0.9 and np.mean(scores) >= 0.93, scores
+        reference = sam.segment()
+        if not reference.quality.flagged:
+            scores[i] = dice(loc.segment(film).mask, reference.mask)
+    assert len(scores) >= 8, scores
+    assert min(scores.values()) >= 0.95 and np.mean(list(scores.values())) >= 0.97, scores
 
 
 @needs_shipped
@@ -203,3 +210,40 @@ def test_a_hand_model_reads_the_crop_it_was_trained_on(shared_data, tmp_path, mo
             with pytest.raises(BoneAgeError, match="BONEAGE_LOCALIZER"):
                 predictor.model_view(film)
     get_settings.cache_clear()
+
+
+@needs_shipped
+def test_localize_resumes_from_its_partial_file(shared_data, tmp_path, capsys):
+    """An interrupted `boneage localize` leaves `<out>.partial.csv`; the next run keeps those films and does
+    the rest, with the same outputs as one uninterrupted run."""
+    from boneage_core.cli import main
+
+    labels = tmp_path / "labels.csv"
+    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:4]
+    with open(labels, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    base = ["localize", "--images", str(shared_data / "rsna-train" / "images"), "--labels", str(labels)]
+    base += ["--localizer", str(SHIPPED)]
+    one = tmp_path / "one"
+    assert main([*base, "--out", str(one / "boxes.csv"), "--masks", str(one / "m.npz")]) == 0
+    with open(one / "boxes.csv", newline="") as f:
+        boxes = list(csv.DictReader(f))
+    masks = np.load(one / "m.npz")
+    sha = load_localizer(SHIPPED).weights_sha256
+    two = tmp_path / "two"
+    two.mkdir()
+    with open(two / "boxes.partial.csv", "w", newline="") as f:  # as if stopped after two films
+        w = csv.DictWriter(f, fieldnames=[*boxes[0], "mask64_hex", "localizer"])
+        w.writeheader()
+        for b in boxes[:2]:
+            w.writerow({**b, "mask64_hex": masks[b["id"]].tobytes().hex(), "localizer": sha})
+    capsys.readouterr()
+    assert main([*base, "--out", str(two / "boxes.csv"), "--masks", str(two / "m.npz")]) == 0
+    assert "resuming: 2 films done" in capsys.readouterr().out
+    assert (two / "boxes.csv").read_text() == (one / "boxes.csv").read_text()
+    again = np.load(two / "m.npz")
+    assert all(np.array_equal(again[b["id"]], masks[b["id"]]) for b in boxes)
+    assert not (two / "boxes.partial.csv").exists()

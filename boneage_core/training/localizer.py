@@ -233,7 +233,13 @@ def train_localizer(args: argparse.Namespace) -> dict:
     return summary
 
 
+BOX_FIELDS = ["id", "x0", "y0", "x1", "y1", "area_fraction"]
+
+
 def localize_folder(args: argparse.Namespace) -> int:
+    """``boneage localize`` (see the module docstring). Resumable: every batch of films is appended to
+    ``<out>.partial.csv`` (with the packed mask, in hex, and the localizer's hash) before the next one
+    starts; a second run skips the films found there, and the last writes the outputs and removes it."""
     from ..films.read import read_film
     from ..model.localizer import carpal_view, hand_view, load_localizer
     from ..segment.batch import save_png
@@ -245,38 +251,46 @@ def localize_folder(args: argparse.Namespace) -> int:
             folder.mkdir(parents=True, exist_ok=True)
     with open(args.labels, newline="") as f:
         ids = [row["id"] for row in csv.DictReader(f)]
-    masks: dict[str, np.ndarray] = {}
-    rows = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_suffix(".partial.csv")
+    fields = [*BOX_FIELDS, "mask64_hex", "localizer"]
+    done: dict[str, dict] = {}
+    if partial.is_file():
+        with open(partial, newline="") as f:
+            for row in csv.DictReader(f):
+                if row["localizer"] != loc.weights_sha256:
+                    raise SystemExit(f"{partial} was made by another localizer: remove it to start again")
+                done[row["id"]] = row
+        print(f"resuming: {len(done)} films done in {partial}", flush=True)
     batch: list[tuple[str, np.ndarray]] = []
 
     def flush() -> None:
         probs = loc.probabilities([b[1] for b in batch])
+        new_rows = []
         for (i, pixels), p in zip(batch, probs, strict=True):
             m = p > 0.5
             box = crop_box(m, margin=0.0) if m.any() else (0, 0, 299, 299)
-            rows.append(
-                {
-                    "id": i,
-                    "x0": box[0],
-                    "y0": box[1],
-                    "x1": box[2],
-                    "y1": box[3],
-                    "area_fraction": round(float(m.mean()), 4),
-                }
-            )
-            if args.masks:
-                small = F.interpolate(
-                    torch.from_numpy(p)[None, None], size=(MASK_SIDE, MASK_SIDE), mode="area"
-                )
-                masks[i] = np.packbits(small[0, 0].numpy() > 0.5, axis=-1)
+            small = F.interpolate(torch.from_numpy(p)[None, None], size=(MASK_SIDE, MASK_SIDE), mode="area")
+            packed = np.packbits(small[0, 0].numpy() > 0.5, axis=-1)
             if args.crops:  # what a `view: hand` model reads, made by the predictor's own function
                 save_png(args.crops / f"{i}.png", hand_view(pixels, loc, prob=p))
             if args.carpal_crops:  # and a `view: carpal` model
                 save_png(args.carpal_crops / f"{i}.png", carpal_view(pixels, loc, prob=p))
+            row = dict(zip(BOX_FIELDS, [i, *box, round(float(m.mean()), 4)], strict=True))
+            new_rows.append({**row, "mask64_hex": packed.tobytes().hex(), "localizer": loc.weights_sha256})
+        new_file = not partial.is_file()
+        with open(partial, "a", newline="") as f:  # after the crops: a film listed here is complete
+            w = csv.DictWriter(f, fieldnames=fields)
+            if new_file:
+                w.writeheader()
+            w.writerows(new_rows)
+        done.update({r["id"]: r for r in new_rows})
         batch.clear()
 
     t0 = time.time()
     for n, i in enumerate(ids, 1):
+        if i in done:
+            continue
         path = next(
             (
                 args.images / f"{i}{e}"
@@ -294,13 +308,18 @@ def localize_folder(args: argparse.Namespace) -> int:
             print(f"{n}/{len(ids)} films, {time.time() - t0:.0f}s", flush=True)
     if batch:
         flush()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [done[i] for i in ids if i in done]
     with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["id", "x0", "y0", "x1", "y1", "area_fraction"])
+        w = csv.DictWriter(f, fieldnames=BOX_FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     if args.masks:
+        shape = (MASK_SIDE, MASK_SIDE // 8)
+        masks = {
+            r["id"]: np.frombuffer(bytes.fromhex(r["mask64_hex"]), np.uint8).reshape(shape) for r in rows
+        }
         np.savez_compressed(args.masks, **masks, __localizer__=np.array(loc.weights_sha256))
+    partial.unlink(missing_ok=True)
     print(f"{len(rows)} films localized with {loc.name} in {time.time() - t0:.0f}s -> {args.out}")
     return 0
 
