@@ -429,3 +429,27 @@ def test_sam_import_of_two_films(archive: Archive, tmp_path: Path, fast_parts) -
         assert review.segmentation(case.segmentation_id)["segmenter"].startswith("sam:")
         assert case.predicted_months is not None
     print(f"\nSAM import: {summary.seconds_per_film:.2f} s per film")
+
+
+def test_localizer_import_of_two_films_from_the_command_line(archive: Archive, tmp_path: Path) -> None:
+    """`--segmenter localizer`: the masks come from the hand localizer distilled from SAM, by its name."""
+    from boneage_core.cli import main
+    from boneage_core.model.localizer import load_localizer
+    from boneage_core.settings import get_settings
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    picked = [p for p in archive.imported if p.startswith("EXPORT")][:2]
+    for i, rel in enumerate(picked):
+        shutil.copy(archive.root / rel, folder / f"IM{i}")
+    db = tmp_path / "data" / "review.sqlite"
+    fast = ["--model", str(REPO_ROOT / "assets" / "models" / "boneage-lite0-224.pt"), "--no-tta"]
+    assert main(["import", str(folder), "--db", str(db), "--segmenter", "localizer", *fast]) == 0
+    review = ReviewLog(db)
+    name = load_localizer(get_settings().localizer_path).name
+    cases = review.cases()
+    assert len(cases) == 2
+    for case in cases:
+        seg = review.segmentation(case.segmentation_id)
+        assert seg["segmenter"] == name
+        assert 0.05 < review.mask(case.segmentation_id).mean() < 0.8

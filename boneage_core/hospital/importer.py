@@ -275,9 +275,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--segmenter",
-        choices=["auto", "sam", "classical"],
+        choices=["auto", "sam", "localizer", "classical"],
         default="auto",
-        help="auto: SAM when its checkpoint is present (as the Read page), else classical (fast)",
+        help="auto: SAM when its checkpoint is present (as the Read page), else classical; localizer: the "
+        "fast hand localizer distilled from SAM",
     )
     p.add_argument(
         "--sex",
@@ -330,20 +331,6 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _service(args: argparse.Namespace, review: ReviewLog) -> ReadingService:
-    from ..model.gate import QualityGate
-    from ..model.predictor import BoneAgePredictor
+    from .service import reading_service
 
-    segmenter, sam_sha256 = None, None
-    if args.segmenter != "classical":
-        from ..segment.sam_model import SamWeightsError, cached_sam
-        from ..segment.segmenter import HandSegmenter
-
-        try:
-            sam, info = cached_sam(device=args.device)
-        except SamWeightsError as exc:
-            if args.segmenter == "sam":
-                raise BoneAgeError(str(exc)) from exc
-        else:
-            segmenter, sam_sha256 = HandSegmenter(sam, model_type=info.model_type), info.sha256
-    predictor = BoneAgePredictor(args.model, device=args.device, tta=not args.no_tta)
-    return ReadingService(review, predictor, segmenter, sam_sha256=sam_sha256, gate=QualityGate())
+    return reading_service(review, args.segmenter, args.model, args.device, tta=not args.no_tta)

@@ -35,6 +35,7 @@ from ..films.film import Film
 from ..films.read import read_film
 from ..films.store import FilmStore
 from ..model.gate import QualityGate
+from ..model.localizer import Localizer
 from ..model.predictor import BoneAgePredictor, Prediction, resolve_sex
 from ..segment.classical import classical_segment
 from ..segment.result import MaskQuality, Segmentation
@@ -90,6 +91,7 @@ class ReadingService:
         sam_sha256: str | None = None,
         store: FilmStore | None = None,
         gate: QualityGate | None = None,
+        localizer: Localizer | None = None,
     ):
         self.log = log
         self.predictor = predictor
@@ -99,6 +101,8 @@ class ReadingService:
         self._encoded: str | None = None  # sha256 of the film whose embedding the segmenter holds
         #: The quality gate run on every new film (None: no flags are recorded).
         self.gate = gate
+        #: Without SAM, the hand localizer distilled from it segments (None: the classical fallback).
+        self.localizer = localizer
 
     def analyse(
         self,
@@ -148,7 +152,7 @@ class ReadingService:
 
     def segment(self, pixels: np.ndarray, sha256: str | None = None) -> Segmentation:
         if self.segmenter is None:
-            return classical_segment(pixels)
+            return self.localizer.segment(pixels) if self.localizer else classical_segment(pixels)
         self._encode(pixels, sha256)
         return self.segmenter.segment()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from ...errors import BoneAgeError
 from ...model.gate import QUALITY_FLAGS
 from ...settings import get_settings
+from ..service import SEGMENTERS
 
 #: What the node may send back for each film: the structured report and the secondary capture.
 SEND_KINDS = ("sr", "sc")
@@ -73,7 +74,7 @@ class NodeConfig:
     #: Seconds between two looks at the log for new readings.
     poll_s: float = 5.0
     #: "auto" (SAM when its checkpoint is present), "sam" or "classical".
-    segmenter: str = "auto"
+    segmenter: str = "localizer"
     #: Bone-age checkpoint (None: the shipped model).
     model: Path | None = None
     tta: bool = True
@@ -145,8 +146,8 @@ def from_dict(raw: dict) -> NodeConfig:
             v[key] = _text(raw[key], key)
     if "ae_title" in v:
         v["ae_title"] = _ae(v["ae_title"], "ae_title")
-    if "segmenter" in v and v["segmenter"] not in ("auto", "sam", "classical"):
-        raise NodeConfigError(f"segmenter: auto, sam or classical, got {v['segmenter']!r}")
+    if "segmenter" in v and v["segmenter"] not in SEGMENTERS:
+        raise NodeConfigError(f"segmenter: one of {', '.join(SEGMENTERS)}, got {v['segmenter']!r}")
     if "port" in raw:
         v["port"] = _port(raw["port"], "port")
     for key in ("require_called_ae", "send_amended", "tta"):

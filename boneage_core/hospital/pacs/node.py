@@ -309,20 +309,6 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _service(cfg: NodeConfig, review: ReviewLog, device: str | None) -> ReadingService:
-    from ...model.gate import QualityGate
-    from ...model.predictor import BoneAgePredictor
+    from ..service import reading_service
 
-    segmenter, sam_sha256 = None, None
-    if cfg.segmenter != "classical":
-        from ...segment.sam_model import SamWeightsError, cached_sam
-        from ...segment.segmenter import HandSegmenter
-
-        try:
-            sam, info = cached_sam(device=device)
-        except SamWeightsError as exc:
-            if cfg.segmenter == "sam":
-                raise BoneAgeError(str(exc)) from exc
-        else:
-            segmenter, sam_sha256 = HandSegmenter(sam, model_type=info.model_type), info.sha256
-    predictor = BoneAgePredictor(cfg.model, device=device, tta=cfg.tta)
-    return ReadingService(review, predictor, segmenter, sam_sha256=sam_sha256, gate=QualityGate())
+    return reading_service(review, cfg.segmenter, cfg.model, device, tta=cfg.tta)
