@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--films", type=Path, default=ROOT.parent / "shared" / "data" / "rsna-train" / "images")
     ap.add_argument("--model", type=Path, default=ROOT / "assets" / "models" / "boneage-lite0-224.pt")
     ap.add_argument("--tta", action="store_true")
-    ap.add_argument("--segmenter", choices=["classical", "auto"], default="classical")
+    ap.add_argument("--segmenter", choices=["classical", "localizer", "auto", "sam"], default="classical")
     ap.add_argument("--no-heatmap", action="store_true")
     ap.add_argument("--send-back", default="sr,sc")
     ap.add_argument("--timeout", type=float, default=1800)
@@ -156,7 +156,9 @@ def main() -> None:
                 "model_load_s": round(load_s, 1),
                 "model": args.model.name,
                 "tta": service.predictor.tta,
-                "segmenter": "sam" if service.segmenter is not None else "classical",
+                "segmenter": "sam"
+                if service.segmenter is not None
+                else ("localizer" if service.localizer else "classical"),
                 "heatmap": not args.no_heatmap,
                 "send_back": list(cfg.send_back),
                 "film_source": str(args.films),
