@@ -602,3 +602,26 @@ def test_two_app_processes_and_the_node_write_at_once_without_lost_rows(
     report = verify_log(review.target)
     assert report.ok, report.lines()
     review.close()
+
+
+def test_the_same_instance_sent_twice_is_answered_once(tmp_path: Path, site: ReadingService, films) -> None:
+    """A PACS re-sending an instance (the same SOPInstanceUID, even re-encoded) gets no second report."""
+    _, items = films
+    dest_port = free_port()
+    dest = Destination().start(dest_port)
+    node = DicomNode(_cfg(tmp_path, dest_port, send_back=("sr",)), site, heatmap=False)
+    node.start()
+    try:
+        film = dataset(items[1][0])
+        assert _store(node.port, [film]) == [0x0000]
+        wait_until(lambda: len(dest.of("SR")) == 1, 120)
+        assert _store(node.port, [film]) == [0x0000]
+        wait_until(lambda: _rows(site.log, direction="received", status="skipped"), 60)
+        time.sleep(1.0)
+    finally:
+        node.stop()
+        dest.stop()
+    assert len(dest.of("SR")) == 1
+    (skipped,) = _rows(site.log, direction="received", status="skipped")
+    assert skipped.reason.startswith("duplicate-sop") and skipped.sop_key
+    assert len(_rows(site.log, direction="received", status="received")) == 1

@@ -133,6 +133,11 @@ class DicomNode:
             self._received(None, "unknown", None, "failed", f"spool: {type(exc).__name__}")
             return None
         peer, sop_key = meta.get("peer", "unknown"), meta.get("sop_key")
+        if sop_key and self._received_before(sop_key):  # a PACS re-sending the same instance
+            self._received(
+                None, peer, sop_key, "skipped", "duplicate-sop: this instance was read and answered before"
+            )
+            return None
         try:
             analysis = self.service.analyse(data, origin="dicom-node", refuse_flags=self.cfg.refuse_flags)
         except MissingSexError:
@@ -170,6 +175,16 @@ class DicomNode:
         heat = self.service.predictor.explain(pixels, case.sex == "M") if self.heatmap else None
         label = f"bone age {case.predicted_months:.1f} months (model)"
         return build_sc(header, pixels, analysis.mask, heat, label=label, manufacturer=self.cfg.manufacturer)
+
+    def _received_before(self, sop_key: str) -> bool:
+        """Whether an instance with this keyed SOPInstanceUID was read before (its reports queued then)."""
+        with Session(self.review.engine) as s:
+            q = select(TransferRow.id).where(
+                TransferRow.direction == "received",
+                TransferRow.status == "received",
+                TransferRow.sop_key == sop_key,
+            )
+            return s.scalars(q.limit(1)).first() is not None
 
     def _received(self, film_id, peer: str, sop_key, status: str, reason: str) -> None:
         with self.review.appending() as tx:
