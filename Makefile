@@ -10,7 +10,7 @@ PORT   ?= 8501
 # (then put it behind HTTPS, and create the first admin before: `boneage users add NAME --role admin`).
 APP_ADDRESS ?= 127.0.0.1
 
-.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train evaluate-val clean
+.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train localizer evaluate-val clean
 
 run: setup
 	$(PY) -m streamlit run app/main.py --server.address $(APP_ADDRESS) --server.port $(PORT)
@@ -76,6 +76,20 @@ train: setup
 	$(VENV)/bin/boneage train-gate --images $(IMAGES) --labels ../shared/data/rsna-train/labels.csv \
 		--exclude configs/splits/rsna-val.csv --tune $(TUNE) --report $(REPORT) \
 		--out assets/models/boneage-gate.pt --metrics assets/eval/gate/metrics.json
+
+# The hand localizer distilled from SAM (issue 9, docs/MODEL_CARD.md): SAM's masks on the 576 training films
+# of configs/splits/localizer-v1-films.csv (about 30 min), distilled in 5 epochs (about 20 min), then every
+# training film localized: boxes, 64 px masks, and the hand and carpal crops the crop members train on, in
+# $(RUNS) (about 1 h on 2 cores; resumable). The shipped one was trained with a 12-epoch schedule cut to 5 at
+# step 80 of 155, so a rebuild differs from it a little.
+localizer: setup
+	$(VENV)/bin/boneage preprocess --images $(IMAGES) --labels configs/splits/localizer-v1-films.csv \
+		--out $(RUNS)/localizer-v1/sam --segmenter sam
+	$(VENV)/bin/boneage train-localizer --manifest $(RUNS)/localizer-v1/sam/manifest.csv \
+		--out $(RUNS)/localizer-v1/run --epochs 5 --export assets/models/hand-localizer.pt
+	$(VENV)/bin/boneage localize --images $(IMAGES) --labels ../shared/data/rsna-train/labels.csv \
+		--out $(RUNS)/localize/rsna-train-boxes.csv --masks $(RUNS)/localize/rsna-train-masks64.npz \
+		--crops $(RUNS)/hand-crops --carpal-crops $(RUNS)/carpal-crops
 
 # The figures of the README and docs/MODEL_CARD.md: the shipped model on the report half, which no choice saw.
 evaluate-val: setup
