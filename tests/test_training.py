@@ -162,7 +162,12 @@ def test_skip_missing_leaves_out_films_without_a_file(tmp_path: Path, rsna_train
 )
 def test_shipped_configs_parse_and_never_train_on_the_validation_split(config: Path):
     cfg = TrainConfig.from_yaml(config)
-    assert cfg.version and cfg.name and cfg.preprocess.view in ("film", "sam-crop")
+    assert cfg.version and cfg.name and cfg.preprocess.view in ("film", "sam-crop", "hand", "carpal")
+    if cfg.preprocess.view in ("hand", "carpal"):  # its crops are the shipped localizer's
+        from boneage_core.model.localizer import load_localizer
+
+        shipped = load_localizer(REPO_CONFIGS.parent / "assets" / "models" / "hand-localizer.pt")
+        assert cfg.preprocess.localizer == shipped.weights_sha256
     root = Path(__file__).resolve().parents[1]  # paths in configs are relative to the repository
     held = set()
     for name in filter(None, (cfg.data.val_ids, cfg.data.exclude_ids)):
