@@ -94,6 +94,18 @@ def test_refuses_a_foreign_checkpoint(tmp_path):
         load_localizer(bad)
 
 
+def _first_labels(shared_data: Path, tmp_path: Path, n: int) -> tuple[Path, list[dict]]:
+    """A labels CSV of the first ``n`` RSNA training films, and its rows."""
+    labels = tmp_path / "labels.csv"
+    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:n]
+    with open(labels, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return labels, rows
+
+
 needs_shipped = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped localizer yet")
 
 
@@ -142,13 +154,7 @@ def test_shipped_localizer_on_a_full_resolution_film(fullres_films):
 def test_localize_cli_writes_boxes_and_packed_masks(shared_data, tmp_path):
     from boneage_core.cli import main
 
-    labels = tmp_path / "labels.csv"
-    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))[:5]
-    with open(labels, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    labels, rows = _first_labels(shared_data, tmp_path, 5)
     out, masks = tmp_path / "boxes.csv", tmp_path / "masks.npz"
     args = ["localize", "--images", str(shared_data / "rsna-train" / "images"), "--labels", str(labels)]
     assert main([*args, "--localizer", str(SHIPPED), "--out", str(out), "--masks", str(masks)]) == 0
@@ -218,13 +224,7 @@ def test_localize_resumes_from_its_partial_file(shared_data, tmp_path, capsys):
     the rest, with the same outputs as one uninterrupted run."""
     from boneage_core.cli import main
 
-    labels = tmp_path / "labels.csv"
-    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))[:4]
-    with open(labels, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    labels, rows = _first_labels(shared_data, tmp_path, 4)
     base = ["localize", "--images", str(shared_data / "rsna-train" / "images"), "--labels", str(labels)]
     base += ["--localizer", str(SHIPPED)]
     one = tmp_path / "one"
