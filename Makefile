@@ -48,6 +48,7 @@ benchmark: setup
 	$(PY) benchmarks/bench_segmentation.py
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_app.py
+	$(PY) benchmarks/bench_localizer.py
 
 # The shipped model. Run state lives in $(RUNS) (outside the clone, so that an interrupted `make train`
 # resumes where it stopped, mid-epoch included). Every choice (best epoch, ensemble weights, the intervals'
