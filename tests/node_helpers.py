@@ -136,6 +136,19 @@ def log_contents(review) -> dict[str, bytes]:
     return out
 
 
+def node_traces(review, spool: Path, capfd, caplog) -> dict[str, bytes]:
+    """Everything a node run leaves behind outside what goes to the PACS: the log's content, the spool's
+    plain files, stdout, stderr and the logging records (``capfd`` is read, so call it once, at the end)."""
+    out, err = capfd.readouterr()
+    return {
+        **log_contents(review),
+        **plain_spool_files(spool),
+        "stdout": out.encode(),
+        "stderr": err.encode(),
+        "logging": caplog.text.encode(),
+    }
+
+
 def plain_spool_files(spool: Path) -> dict[str, bytes]:
     """The spool's files that are not encrypted (everything but ``*.enc``)."""
     return {

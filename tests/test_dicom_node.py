@@ -31,6 +31,7 @@ from node_helpers import (
     hand_films,
     leaks,
     log_files,
+    node_traces,
     plain_spool_files,
     sr_items,
     sr_number,
@@ -370,15 +371,7 @@ def test_the_node_reads_films_sends_back_retries_and_amends(
     skipped = _rows(review, direction="received", status="skipped")
     assert [r.reason.split(":")[0] for r in skipped] == ["not-hand-body-part"]
     assert verify_log(review.path).ok
-    out, err = capfd.readouterr()
-    blobs = {
-        **log_files(review.path),
-        **plain_spool_files(cfg.spool_dir),
-        "stdout": out.encode(),
-        "stderr": err.encode(),
-    }
-    blobs["logging"] = caplog.text.encode()
-    assert not leaks(builder.identifiers, blobs)
+    assert not leaks(builder.identifiers, node_traces(review, cfg.spool_dir, capfd, caplog))
 
 
 def test_a_full_queue_answers_out_of_resources(tmp_path: Path, site: ReadingService, films) -> None:

@@ -21,8 +21,7 @@ from node_helpers import (
     free_port,
     hand_films,
     leaks,
-    log_contents,
-    plain_spool_files,
+    node_traces,
     sr_number,
     wait_until,
 )
@@ -153,12 +152,4 @@ def test_orthanc_sends_a_film_and_gets_the_sr_the_sc_and_the_amended_sr(
     finally:
         node.stop()
         requests.delete(f"{url}/modalities/boneage", timeout=10)
-    out, err = capfd.readouterr()
-    blobs = {
-        **log_contents(review),
-        **plain_spool_files(cfg.spool_dir),
-        "stdout": out.encode(),
-        "stderr": err.encode(),
-    }
-    blobs["logging"] = caplog.text.encode()
-    assert not leaks(builder.identifiers, blobs)
+    assert not leaks(builder.identifiers, node_traces(review, cfg.spool_dir, capfd, caplog))
