@@ -380,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="choose the member weights on these films (e.g. configs/splits/rsna-val-tune.csv)",
     )
-    en.add_argument("--tune-images", type=Path, help="folder of the tune films")
+    en.add_argument(
+        "--tune-images",
+        type=Path,
+        help="folder of the tune films themselves (a hand or carpal member's view is made from each film)",
+    )
     en.add_argument(
         "--val-labels", type=Path, help="validate the ensemble on these films and store the figures"
     )

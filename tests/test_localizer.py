@@ -18,7 +18,8 @@ from boneage_core.model.localizer import (
     load_localizer,
     localizer_input,
 )
-from boneage_core.model.transforms import canonical_film
+from boneage_core.model.transforms import canonical_film, to_model_input
+from boneage_core.model.views import film_views
 from boneage_core.training.localizer import dice, is_heldout, read_pairs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,23 +199,30 @@ def test_a_hand_model_reads_the_crop_it_was_trained_on(shared_data, tmp_path, mo
     loc = load_localizer(SHIPPED)
     monkeypatch.setenv("BONEAGE_LOCALIZER", str(SHIPPED))
     get_settings.cache_clear()
+    film = read((shared_data / "rsna-train" / "images" / f"{film_id}.jpg").read_bytes())
     for sha, ok in ((loc.weights_sha256, True), ("0" * 64, False)):
-        pre = PreprocessConfig(input_size=64, view="hand", localizer=sha)
+        pre = PreprocessConfig(input_size=64, view="hand", localizer=sha, tta="none")
         path = tmp_path / f"hand-{ok}.pt"
+        torch.manual_seed(0)
+        net = BoneAgeNet(pretrained=False).eval()
         save_checkpoint(
-            path,
-            BoneAgeNet(pretrained=False),
-            ModelMeta(version="hand", arch="tf_efficientnet_lite0", preprocess=pre.to_dict()),
+            path, net, ModelMeta(version="hand", arch="tf_efficientnet_lite0", preprocess=pre.to_dict())
         )
-        predictor = BoneAgePredictor(path)
-        film = read((shared_data / "rsna-train" / "images" / f"{film_id}.jpg").read_bytes())
-        if ok:
-            assert np.array_equal(predictor.model_view(film), trained_on)
-            assert "hand(localizer:" in predictor.preprocess_tag
-            assert trained_on.shape[0] < 299 or trained_on.shape[1] < 299  # a crop, not the film
-        else:
+        if not ok:
             with pytest.raises(BoneAgeError, match="BONEAGE_LOCALIZER"):
-                predictor.model_view(film)
+                BoneAgePredictor(path)
+            continue
+        predictor = BoneAgePredictor(path)
+        seen = film_views([film.pixels], ("hand",), predictor.localizer)["hand"][0]
+        assert np.array_equal(seen.pixels, trained_on)
+        x0, y0, x1, y1 = seen.box
+        assert (y1 - y0, x1 - x0) == trained_on.shape  # the crop's box on the film
+        assert "hand(localizer:" in predictor.preprocess_tag
+        assert trained_on.shape[0] < 299 or trained_on.shape[1] < 299  # a crop, not the film
+        # the predictor's estimate of the film is the network's estimate of the training crop
+        with torch.no_grad():
+            direct = float(net(to_model_input([trained_on], pre), torch.tensor([1.0])))
+        assert predictor.predict(film.pixels, True) == pytest.approx(direct, abs=1e-3)
     get_settings.cache_clear()
 
 

@@ -40,7 +40,6 @@ def heat_shares(images: Path, sex: dict[str, bool] | None = None) -> dict:
     the film's header, else female)."""
     from ..films.folder import film_id, list_films
     from ..films.read import read_film
-    from ..model.explain import gradcam_heatmap
     from ..model.net import EnsembleNet
     from ..model.predictor import BoneAgePredictor
 
@@ -53,13 +52,9 @@ def heat_shares(images: Path, sex: dict[str, bool] | None = None) -> dict:
         male = (sex or {}).get(film_id(path), film.meta.sex == "M")
         seg = segment(film.pixels)
         row = {"id": film_id(path), "segmenter": seg.segmenter, "mask_area": float(seg.mask.mean())}
-        heat = gradcam_heatmap(predictor.net, predictor.pre, film.pixels, male, device=predictor.device)
-        row["ensemble"] = heat_share(heat, seg.mask)
+        row["ensemble"] = heat_share(predictor.explain(film.pixels, male), seg.mask)
         for k in range(n_members):
-            one = gradcam_heatmap(
-                predictor.net, predictor.pre, film.pixels, male, device=predictor.device, member=k
-            )
-            row[f"member_{k}"] = heat_share(one, seg.mask)
+            row[f"member_{k}"] = heat_share(predictor.explain(film.pixels, male, member=k), seg.mask)
         rows.append(row)
     keys = ["ensemble", *(f"member_{k}" for k in range(n_members))]
     return {

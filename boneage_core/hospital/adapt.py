@@ -101,7 +101,7 @@ def adapt_model(
     if resolved == "finetune":
         cfg = finetune_cfg or FinetuneConfig(seed=seed)
         pre, dev = predictor.pre, predictor.device
-        images = canonical_images(cases.cases, pre)
+        images = canonical_images(cases.cases, pre, predictor.localizer)
         cv = cross_validate_finetune(
             base.net, pre, images, male, ref, fold, cfg, predictor.tta, device=dev, log=log
         )

@@ -33,8 +33,8 @@ from ..model.transforms import (
     TrainAugment,
     batch_to_model_input,
     canonical_film,
-    tta_views,
 )
+from ..model.views import film_views, tta_inputs
 from ..training.loop import lr_at
 from .cases import SiteCase
 
@@ -58,11 +58,11 @@ class FinetuneConfig:
         return d
 
 
-def members(net: BoneAgeNet | EnsembleNet) -> list[tuple[BoneAgeNet, int | None]]:
-    """``(network, input size)`` of each member; a single model is one member reading its input as is."""
+def members(net: BoneAgeNet | EnsembleNet, pre: PreprocessConfig) -> list[tuple[BoneAgeNet, int | None, str]]:
+    """``(network, input size, view)`` of each member; a single model is one member reading its input as is."""
     if isinstance(net, EnsembleNet):
-        return list(zip(net.members, net.sizes, strict=True))
-    return [(net, None)]
+        return list(zip(net.members, net.sizes, net.views, strict=True))
+    return [(net, None, pre.views[0])]
 
 
 def trainable_modules(net: BoneAgeNet, blocks: int) -> list[nn.Module]:
@@ -84,17 +84,32 @@ def _resized(x: torch.Tensor, size: int | None) -> torch.Tensor:
     )
 
 
-def canonical_images(cases: list[SiteCase], pre: PreprocessConfig) -> torch.Tensor:
-    """The cases' films as canonical ``(N, s, s) uint8`` (what training reads)."""
-    return torch.from_numpy(
-        np.stack([canonical_film(c.load(), pre.canonical_side, pre.canonical_jpeg) for c in cases])
-    )
+def canonical_images(cases: list[SiteCase], pre: PreprocessConfig, localizer=None) -> dict[str, torch.Tensor]:
+    """Each view the model reads (:mod:`boneage_core.model.views`) of the cases' films, made canonical:
+    ``{view: (N, s, s) uint8}`` (what training reads). ``localizer``: for the hand and carpal views."""
+    films = [c.load() for c in cases]
+    made = film_views(films, pre.views, localizer)
+    return {
+        v: torch.from_numpy(
+            np.stack([canonical_film(one.pixels, pre.canonical_side, pre.canonical_jpeg) for one in made[v]])
+        )
+        for v in pre.views
+    }
+
+
+def _take(images: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
+    """The films ``idx`` of every view."""
+    return {v: t[idx] for v, t in images.items()}
+
+
+def _count(images: dict[str, torch.Tensor]) -> int:
+    return len(next(iter(images.values())))
 
 
 def finetune(
     base: BoneAgeNet | EnsembleNet,
     pre: PreprocessConfig,
-    images: torch.Tensor,
+    images: dict[str, torch.Tensor],
     male: np.ndarray,
     age: np.ndarray,
     cfg: FinetuneConfig,
@@ -105,7 +120,7 @@ def finetune(
     """A fine-tuned copy of ``base`` (eval mode) and what happened (steps, last epoch's training MAE)."""
     net = copy.deepcopy(base).float().to(device)
     net.requires_grad_(False)
-    all_members = members(net)
+    all_members = members(net, pre)
     chosen = list(range(len(all_members))) if cfg.members is None else list(cfg.members)
     if not chosen or any(not 0 <= i < len(all_members) for i in chosen):
         raise BoneAgeError(f"--members must be indices below {len(all_members)}, got {cfg.members}")
@@ -125,7 +140,7 @@ def finetune(
     torch.manual_seed(cfg.seed)  # the head's dropout
     age_t = torch.as_tensor(np.asarray(age), dtype=torch.float32)
     male_t = torch.as_tensor(np.asarray(male), dtype=torch.float32)
-    n = len(images)
+    n = _count(images)
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, steps_per_epoch // 2)
@@ -139,16 +154,19 @@ def finetune(
         maes = []
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = batch_to_model_input(images[idx], pre)
+            x = {v: batch_to_model_input(t[idx], pre) for v, t in images.items()}
             if augment is not None:
-                x = augment(x, generator=g)
-            x, m = x.to(device), male_t[idx].to(device)
+                x = {v: augment(t, generator=g) for v, t in x.items()}
+            x, m = {v: t.to(device) for v, t in x.items()}, male_t[idx].to(device)
             target = ((age_t[idx] - AGE_MEAN) / AGE_SCALE).to(device)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, warmup, cfg.lr)
             losses = [
                 F.l1_loss(
-                    all_members[i][0](_resized(x, all_members[i][1]), m, normalised=True).float(), target
+                    all_members[i][0](
+                        _resized(x[all_members[i][2]], all_members[i][1]), m, normalised=True
+                    ).float(),
+                    target,
                 )
                 for i in chosen
             ]
@@ -170,28 +188,31 @@ def finetune(
 def estimate(
     net: BoneAgeNet | EnsembleNet,
     pre: PreprocessConfig,
-    images: torch.Tensor,
+    images: dict[str, torch.Tensor],
     male: np.ndarray,
     tta: str,
     *,
     batch_size: int = 32,
     device: str = "cpu",
 ) -> np.ndarray:
-    """Months ``(N,)`` for canonical films: the mean over the ``tta`` views, as the predictor computes it."""
+    """Months ``(N,)`` for the canonical views of :func:`canonical_images`: the mean over the ``tta``
+    views, as the predictor computes it."""
     net.eval()
     male_t = torch.as_tensor(np.asarray(male), dtype=torch.float32)
     out = []
-    for i in range(0, len(images), batch_size):
-        x = batch_to_model_input(images[i : i + batch_size], pre).to(device)
+    for i in range(0, _count(images), batch_size):
+        x = {v: batch_to_model_input(t[i : i + batch_size], pre).to(device) for v, t in images.items()}
+        if not isinstance(net, EnsembleNet):
+            x = x[pre.views[0]]
         m = male_t[i : i + batch_size].to(device)
-        out.append(torch.stack([net(v, m) for v in tta_views(x, tta, pre)]).double().mean(0).cpu().numpy())
+        out.append(torch.stack([net(v, m) for v in tta_inputs(x, tta, pre)]).double().mean(0).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def cross_validate_finetune(
     base: BoneAgeNet | EnsembleNet,
     pre: PreprocessConfig,
-    images: torch.Tensor,
+    images: dict[str, torch.Tensor],
     male: np.ndarray,
     age: np.ndarray,
     folds: np.ndarray,
@@ -202,7 +223,7 @@ def cross_validate_finetune(
     log: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Each case's estimate by the base fine-tuned on the other folds."""
-    out = np.empty(len(images), dtype=np.float64)
+    out = np.empty(_count(images), dtype=np.float64)
     for f in np.unique(folds):
         test = folds == f
         if log:
@@ -211,10 +232,10 @@ def cross_validate_finetune(
             )
         train_idx = torch.from_numpy(np.flatnonzero(~test))
         tuned, _ = finetune(
-            base, pre, images[train_idx], male[~test], age[~test], cfg, device=device, log=log
+            base, pre, _take(images, train_idx), male[~test], age[~test], cfg, device=device, log=log
         )
         out[test] = estimate(
-            tuned, pre, images[torch.from_numpy(np.flatnonzero(test))], male[test], tta, device=device
+            tuned, pre, _take(images, torch.from_numpy(np.flatnonzero(test))), male[test], tta, device=device
         )
     return out
 

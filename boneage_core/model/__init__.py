@@ -7,7 +7,9 @@
   (no pickled classes), checked on load;
 * ``predictor``: :class:`~boneage_core.model.predictor.BoneAgePredictor`, numpy in, months out, with the
   provenance and the +/- range of every estimate; ``explain``: its Grad-CAM++ heatmap;
-* ``ensemble``: members of trained checkpoints, their estimates on labelled films, their weights.
+* ``ensemble``: members of trained checkpoints, their estimates on labelled films, their weights;
+* ``localizer``: the hand localizer distilled from SAM, and the hand and carpal crops it makes;
+* ``views``: what each member reads (the film, the hand crop, the carpal square) and where it lies.
 
 May import: ``boneage_core.errors``, ``boneage_core.settings``, ``boneage_core.films``,
 ``boneage_core.clinical``, ``boneage_core.segment`` (a ``sam-crop`` model reads the SAM crop).

@@ -125,7 +125,10 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
         members = meta.training.get("members") or []
         if not members:
             raise CheckpointError(f"{path.name}: an ensemble checkpoint without members")
-        net = EnsembleNet([(m["arch"], int(m["preprocess"]["input_size"])) for m in members])
+        net = EnsembleNet(
+            [(m["arch"], int(m["preprocess"]["input_size"])) for m in members],
+            views=[m["preprocess"].get("view", "film") for m in members],
+        )
         if "member_weights" not in state:  # written before ensembles had weights: the plain mean
             state = {**state, "member_weights": net.member_weights.clone()}
     else:

@@ -1,7 +1,8 @@
 """Ensembles of trained bone-age models: members from checkpoints, their estimates, their weights.
 
 An ensemble checkpoint (:class:`boneage_core.model.net.EnsembleNet`) reads the canonical film and gives each
-member the input size it was trained at. Its weights are chosen on films that the reported figures never
+member the view it was trained on (the whole film, the hand crop or the carpal square,
+:mod:`boneage_core.model.views`) at the input size it was trained at. Its weights are chosen on films that the reported figures never
 see (the *tune* half of the validation split, ``configs/splits/rsna-val-tune.csv``): :func:`choose_weights`
 searches the simplex on a grid for the lowest mean absolute error of the weighted mean;
 :func:`build_ensemble` puts it together (``boneage ensemble``).
@@ -24,7 +25,8 @@ from ..films.labels import read_label_table
 from ..films.read import read_film
 from .checkpoint import LoadedModel, ModelMeta, load_checkpoint
 from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet
-from .transforms import PreprocessConfig, to_model_input, tta_views
+from .transforms import PreprocessConfig
+from .views import localizer_for, model_inputs, to_device, tta_inputs
 
 
 @dataclass
@@ -71,9 +73,20 @@ def members_of(loaded: LoadedModel) -> list[Member]:
 
 
 def load_members(paths: list[Path]) -> list[Member]:
+    """The members of ``paths`` (ensembles flattened), checked to combine: each given once, crop members
+    all made by one localizer, a ``sam-crop`` member alone in its view."""
     members = [m for p in paths for m in members_of(load_checkpoint(p))]
-    if len({m.preprocess["view"] for m in members}) != 1:
-        raise BoneAgeError("ensemble members must read the same view (all film or all sam-crop)")
+    views = {m.preprocess["view"] for m in members}
+    if "sam-crop" in views and len(views) > 1:
+        raise BoneAgeError(
+            "a sam-crop member needs SAM's segmentation of each film: it cannot join members of other views"
+        )
+    localizers = {m.preprocess.get("localizer", "") for m in members} - {""}
+    if len(localizers) > 1:
+        raise BoneAgeError(
+            "the crop members learnt on the crops of different localizers "
+            f"({', '.join(sorted(x[:12] for x in localizers))}): one localizer must serve them all"
+        )
     seen: set[str] = set()
     for m in members:
         if m.weights_sha256 in seen:
@@ -87,10 +100,14 @@ def member_predictions(
     net: EnsembleNet, pre: PreprocessConfig, images: Path, labels: Path, tta: str, batch_size: int = 32
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Each member's estimate of every labelled film of ``images``, exactly as the ensemble computes it
-    (the same canonical input and test-time views, then each member at its own size).
+    (the same views of each film, made canonical alike, the same test-time views, then each member at its
+    own size): ``images`` holds the films themselves, whatever views the members read.
 
     Returns ``(ids, truth (N,), predictions (M, N))`` in months. Unreadable films are left out.
     """
+    from ..settings import get_settings
+
+    localizer = localizer_for(pre, get_settings().localizer_path)
     rows = {r.id: r for r in read_label_table(labels)}
     paths = {film_id(p): p for p in list_films(images, rows)}
     ids, truth, chunks = [], [], []
@@ -100,9 +117,9 @@ def member_predictions(
     def flush() -> None:
         if not films:
             return
-        x = to_model_input(films, pre).contiguous(memory_format=torch.channels_last)
+        x = to_device(model_inputs(films, pre, localizer), "cpu")
         m = torch.tensor(male)
-        views = tta_views(x, tta, pre)
+        views = tta_inputs(x, tta, pre)
         chunks.append(torch.stack([net.forward_members(v, m) for v in views]).mean(0).double().numpy())
         films.clear()
         male.clear()
@@ -174,11 +191,7 @@ def build_ensemble(
     given = [weights[i] / sum(weights) for i in order] if weights else None
     net = _assemble(members, given)
     tta = tta or members[0].preprocess.get("tta", "flip")
-    preprocess = {
-        **members[0].preprocess,
-        "input_size": int(members[0].preprocess["canonical_side"]),
-        "tta": tta,
-    }
+    preprocess = ensemble_preprocess(members, tta)
     tuning: dict = {}
     if tune_labels:
         if given:
@@ -205,6 +218,7 @@ def build_ensemble(
         keep = [i for i, w in enumerate(chosen) if w > 0]  # a member of weight 0 would only cost time
         members = [members[i] for i in keep]
         net = _assemble(members, chosen[keep].tolist())
+        preprocess = ensemble_preprocess(members, tta)
     w = net.member_weights.tolist()
     meta = ModelMeta(
         version=version,
@@ -231,8 +245,26 @@ def build_ensemble(
     return net.eval(), meta
 
 
+def ensemble_preprocess(members: list[Member], tta: str) -> dict:
+    """The ensemble's own preprocessing: the canonical film in, the members' views (joined by ``+`` in the
+    order they first appear, :mod:`boneage_core.model.views`) and the localizer their crops need."""
+    views = list(dict.fromkeys(m.preprocess["view"] for m in members))
+    localizer = next((m.preprocess["localizer"] for m in members if m.preprocess.get("localizer")), "")
+    return {
+        **members[0].preprocess,
+        "input_size": int(members[0].preprocess["canonical_side"]),
+        "view": "+".join(views),
+        "localizer": localizer,
+        "tta": tta,
+    }
+
+
 def _assemble(members: list, weights: list[float] | None) -> EnsembleNet:
-    net = EnsembleNet([(m.arch, int(m.preprocess["input_size"])) for m in members], weights)
+    net = EnsembleNet(
+        [(m.arch, int(m.preprocess["input_size"])) for m in members],
+        weights,
+        views=[m.preprocess["view"] for m in members],
+    )
     for dst, m in zip(net.members, members, strict=True):
         dst.load_state_dict(m.net.state_dict())
     return net

@@ -2,7 +2,7 @@
 
 ``HW float32`` in [0, 1] at the film's own size, for ``pixels`` ``HW uint8`` (any size) and the patient's
 sex. An ensemble is explained by the weighted mean of its members' maps, each on the input that member
-reads. :meth:`boneage_core.model.predictor.BoneAgePredictor.explain` is the usual way in.
+reads (a crop member's map put back where its crop lies on the film). :meth:`boneage_core.model.predictor.BoneAgePredictor.explain` is the usual way in.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from .net import BoneAgeNet, EnsembleNet
 from .transforms import PreprocessConfig, to_model_input
+from .views import View
 
 
 class _FixedSex(torch.nn.Module):
@@ -41,6 +42,7 @@ def gradcam_heatmap(
     device: torch.device | str = "cpu",
     lock: threading.Lock | None = None,
     member: int | None = None,
+    views: dict[str, View] | None = None,
 ) -> np.ndarray:
     """Class-activation map of the predicted age: ``HW float32`` in [0, 1] at the film's own size.
 
@@ -51,7 +53,10 @@ def gradcam_heatmap(
 
     ``net`` and ``pre`` are the model and the preprocessing it was trained with; ``lock`` (the predictor's)
     is held while a network runs, so that concurrent calls do not interleave. ``member``: of an
-    ensemble, explain that member alone (index into ``net.members``).
+    ensemble, explain that member alone (index into ``net.members``). ``views``: what each view of the
+    model is on this film (:func:`boneage_core.model.views.film_views`); a member reading a crop is
+    explained on the crop and its map put back at the crop's box, zero elsewhere. Without ``views``
+    every member reads ``pixels``.
     """
     from pytorch_grad_cam import GradCAMPlusPlus
 
@@ -59,25 +64,30 @@ def gradcam_heatmap(
     # An ensemble is explained by the weighted mean of its members' maps, each on the input that member reads.
     if isinstance(net, EnsembleNet):
         members = [
-            (m, replace(pre, input_size=size), float(w))
-            for m, size, w in zip(net.members, net.sizes, net.member_weights.tolist(), strict=True)
+            (m, replace(pre, input_size=size), float(w), view)
+            for m, size, w, view in zip(
+                net.members, net.sizes, net.member_weights.tolist(), net.views, strict=True
+            )
         ]
         if member is not None:
-            members = [(members[member][0], members[member][1], 1.0)]
+            members = [(*members[member][:2], 1.0, members[member][3])]
     else:
-        members = [(net, pre, 1.0)]
+        members = [(net, pre, 1.0, pre.views[0])]
     h, w = pixels.shape[:2]
     heat = np.zeros((h, w), np.float32)
-    for member, member_pre, weight in members:
+    for one_net, member_pre, weight, view in members:
         if weight <= 0:
             continue
-        wrapped = _FixedSex(member, float(male)).eval()
-        x = to_model_input([pixels], member_pre).to(device)
-        with guard, GradCAMPlusPlus(model=wrapped, target_layers=[member.backbone.bn2]) as cam:
+        seen = (views or {}).get(view) or View(pixels, (0, 0, w, h))
+        x0, y0, x1, y1 = seen.box
+        wrapped = _FixedSex(one_net, float(male)).eval()
+        x = to_model_input([seen.pixels], member_pre).to(device)
+        with guard, GradCAMPlusPlus(model=wrapped, target_layers=[one_net.backbone.bn2]) as cam:
             one = cam(input_tensor=x, targets=[lambda out: out.sum()])[0]
         one = cv2.resize(
-            np.nan_to_num(one.astype(np.float32), nan=0.0), (w, h), interpolation=cv2.INTER_LINEAR
+            np.nan_to_num(one.astype(np.float32), nan=0.0), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR
         )
-        heat += weight * (one / one.max() if one.max() > 0 else one)
+        peak = one.max()
+        heat[y0:y1, x0:x1] += weight * (one / peak if peak > 0 else one)
     peak = float(heat.max())
     return (heat / peak).clip(0, 1) if peak > 0 else heat

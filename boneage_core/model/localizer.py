@@ -152,34 +152,50 @@ class Localizer:
         )
 
 
-def hand_view(pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None) -> np.ndarray:
-    """What a ``view: hand`` model reads: the film ``HW uint8`` with the background outside the
-    localizer's mask set to 0, cropped to the mask's box (:func:`remove_background_and_crop`), ``hw uint8``.
+def hand_crop(
+    pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """What a ``view: hand`` model reads and where it lies: the film ``HW uint8`` with the background
+    outside the localizer's mask set to 0, cropped to the mask's box (:func:`remove_background_and_crop`),
+    ``hw uint8``, and that box on the film (XYXY, exclusive); the whole film where no hand is found.
     Training crops (``boneage localize --crops``) and the predictor both call this (``prob``: the
     localizer's probabilities for this film when computed already, in a batch)."""
     from ..segment.postprocess import remove_background_and_crop
 
     seg = localizer.segment(pixels, prob=prob)
     if not seg.mask.any():
-        return pixels
-    return remove_background_and_crop(pixels, seg)
+        return pixels, (0, 0, pixels.shape[1], pixels.shape[0])
+    return remove_background_and_crop(pixels, seg), tuple(int(v) for v in seg.box)
 
 
-def carpal_view(pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None) -> np.ndarray:
-    """What a ``view: carpal`` model reads: the carpal square of the film ``HW uint8``
+def hand_view(pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None) -> np.ndarray:
+    """The pixels of :func:`hand_crop`."""
+    return hand_crop(pixels, localizer, prob)[0]
+
+
+def carpal_crop(
+    pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """What a ``view: carpal`` model reads and where it lies: the carpal square of the film ``HW uint8``
     (:func:`boneage_core.segment.regions.carpal_box` on the localizer's mask in canonical 299 px
-    coordinates, mapped back onto the film), ``hw uint8``; the whole film where no wrist is found."""
+    coordinates, mapped back onto the film), ``hw uint8``, and its box on the film (XYXY, exclusive);
+    the whole film where no wrist is found."""
     from ..segment.regions import carpal_box
 
     prob = localizer.probabilities([pixels])[0] if prob is None else prob
     box = carpal_box(prob > 0.5)
-    if box is None:
-        return pixels
     h, w = pixels.shape
+    if box is None:
+        return pixels, (0, 0, w, h)
     sx, sy = w / prob.shape[1], h / prob.shape[0]
     x0, y0 = int(np.floor(box[0] * sx)), int(np.floor(box[1] * sy))
     x1, y1 = int(np.ceil(box[2] * sx)), int(np.ceil(box[3] * sy))
-    return pixels[y0:y1, x0:x1]
+    return pixels[y0:y1, x0:x1], (x0, y0, x1, y1)
+
+
+def carpal_view(pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None) -> np.ndarray:
+    """The pixels of :func:`carpal_crop`."""
+    return carpal_crop(pixels, localizer, prob)[0]
 
 
 def save_localizer(path: Path, net: LocalizerNet, meta: dict, half: bool = True) -> str:

@@ -12,6 +12,7 @@ Saving and loading them, with their metadata, is :mod:`boneage_core.model.checkp
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -113,8 +114,9 @@ ENSEMBLE_ARCH = "ensemble"
 class EnsembleNet(nn.Module):
     """The weighted mean of several :class:`BoneAgeNet` in months, each at its own input size.
 
-    forward(x, male): ``x`` is the normalised canonical film (299 x 299); each member gets it resized to
-    its input size with the antialiased bilinear resize of
+    forward(x, male): ``x`` is the normalised canonical film (299 x 299), or, when members read different
+    views (``views``, :mod:`boneage_core.model.views`), a mapping from view to its normalised canonical
+    tensor ``(N, 1, 299, 299)``; each member gets its view resized to its input size with the antialiased bilinear resize of
     :func:`boneage_core.model.transforms.batch_to_model_input`. Resizing the normalised tensor equals normalising
     the resized film (the resize weights sum to one), so each member sees exactly what it saw in training.
 
@@ -123,9 +125,18 @@ class EnsembleNet(nn.Module):
     checkpoints written before it existed load with uniform weights.
     """
 
-    def __init__(self, members: list[tuple[str, int]], weights: list[float] | None = None):
+    def __init__(
+        self,
+        members: list[tuple[str, int]],
+        weights: list[float] | None = None,
+        views: list[str] | None = None,
+    ):
         super().__init__()
         self.sizes = [size for _, size in members]
+        #: The view each member reads ("film" for all unless given).
+        self.views = list(views) if views is not None else ["film"] * len(members)
+        if len(self.views) != len(members):
+            raise ValueError(f"{len(self.views)} views for {len(members)} members")
         self.members = nn.ModuleList(BoneAgeNet(arch, pretrained=False) for arch, _ in members)
         w = (
             torch.full((len(members),), 1.0 / len(members))
@@ -143,20 +154,24 @@ class EnsembleNet(nn.Module):
         """The first member's backbone (the target of Grad-CAM)."""
         return self.members[0].backbone
 
-    def forward_members(self, x: torch.Tensor, male: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+    def forward_members(
+        self, x: torch.Tensor | Mapping[str, torch.Tensor], male: torch.Tensor, normalised: bool = False
+    ) -> torch.Tensor:
         """Each member's estimate: ``(M, N)``."""
         import torch.nn.functional as F
 
         outs = []
-        for size, net in zip(self.sizes, self.members, strict=True):
-            xi = x
-            if x.shape[-1] != size:
+        for size, view, net in zip(self.sizes, self.views, self.members, strict=True):
+            xi = x[view] if isinstance(x, Mapping) else x
+            if xi.shape[-1] != size:
                 xi = F.interpolate(
-                    x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1]
+                    xi, size=(size, size), mode="bilinear", align_corners=False, antialias=size < xi.shape[-1]
                 )
             outs.append(net(xi, male, normalised=normalised))
         return torch.stack(outs)
 
-    def forward(self, x: torch.Tensor, male: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor | Mapping[str, torch.Tensor], male: torch.Tensor, normalised: bool = False
+    ) -> torch.Tensor:
         y = self.forward_members(x, male, normalised=normalised)
         return (y * self.member_weights.to(y.dtype).view(-1, 1)).sum(dim=0)

@@ -6,7 +6,8 @@
     heat = predictor.explain(pixels, male=True)   # HW float32 in [0, 1], the film's own size
 
 The film goes through :func:`boneage_core.model.transforms.to_model_input`, the same function used in
-training. With ``tta=True`` (default) the estimate is the mean over the test-time augmentation the
+training; a member that reads the hand crop or the carpal square gets it made from the film by the hand
+localizer first, with the functions that made its training crops (:mod:`boneage_core.model.views`). With ``tta=True`` (default) the estimate is the mean over the test-time augmentation the
 checkpoint was validated with (``preprocess.tta``: the mirror image, or small zooms and rotations).
 Grad-CAM++ (the ``grad-cam`` package) targets the predicted age at the last feature map of the backbone,
 and the map is stretched back onto the film the reader sees (the inverse of the canonical stretch)
@@ -36,7 +37,7 @@ from ..settings import get_settings
 from .checkpoint import LoadedModel, load_checkpoint
 from .explain import gradcam_heatmap
 from .intervals import IntervalCalibration
-from .transforms import to_model_input, tta_views
+from .views import film_views, localizer_for, model_inputs, to_device, tta_inputs
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class BoneAgePredictor:
         self.interval = IntervalCalibration.from_dict(self.model.meta.validation.get("interval"))
         #: The site's recalibration of the estimate (None: the network's own estimate).
         self.adapter = self.model.adapter
+        #: The hand localizer the ``hand``/``carpal`` members crop with (None when no member needs it).
+        self.localizer = localizer_for(self.pre, settings.localizer_path)
 
     # ---- provenance
     @property
@@ -171,17 +174,11 @@ class BoneAgePredictor:
         """The network's estimate of each TTA view, ``(V, N) float64`` (months, before any adapter)."""
         if len(films) == 0:
             return np.zeros((1, 0))
-        x = (
-            to_model_input(list(films), self.pre)
-            .to(self.device)
-            .contiguous(memory_format=torch.channels_last)
-        )
+        x = to_device(model_inputs(list(films), self.pre, self.localizer), self.device)
         m = torch.as_tensor(np.asarray(male, dtype=np.float32), device=self.device)
         with self._lock:
-            views = tta_views(x, self.tta, self.pre)
-            y = torch.stack(
-                [self.net(v.contiguous(memory_format=torch.channels_last), m) for v in views]
-            ).double()
+            views = [to_device(v, self.device) for v in tta_inputs(x, self.tta, self.pre)]
+            y = torch.stack([self.net(v, m) for v in views]).double()
         return y.cpu().numpy()
 
     def interval_bounds(self, months: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -200,21 +197,11 @@ class BoneAgePredictor:
         return float(self.predict_batch([pixels], [float(male)])[0])
 
     def model_view(self, film: Film, segmentation=None) -> np.ndarray:
-        """The pixels this model reads: the film; for a ``hand`` or ``carpal`` model the hand localizer's
-        crop of it (:func:`boneage_core.model.localizer.hand_view`, ``carpal_view``, as in training); for
-        a ``sam-crop`` model the SAM crop of it."""
-        if self.pre.view == "film":
+        """The pixels to give :meth:`predict_batch`: the film; for a ``sam-crop`` model the SAM crop of it.
+        (The ``hand`` and ``carpal`` views are made from the film by the predictor itself, with the
+        hand localizer, as in training: :mod:`boneage_core.model.views`.)"""
+        if self.pre.view != "sam-crop":
             return film.pixels
-        if self.pre.view in ("hand", "carpal"):
-            from .localizer import cached_localizer, carpal_view, hand_view
-
-            localizer = cached_localizer(get_settings().localizer_path)
-            if self.pre.localizer and localizer.weights_sha256 != self.pre.localizer:
-                raise BoneAgeError(
-                    f"model {self.version} learnt on the crops of localizer {self.pre.localizer[:12]}, "
-                    f"not of {localizer.name} ({localizer.path}): set BONEAGE_LOCALIZER to that one"
-                )
-            return (hand_view if self.pre.view == "hand" else carpal_view)(film.pixels, localizer)
         if segmentation is None:
             raise BoneAgeError(f"model {self.version} reads the SAM-cropped hand: segment the film first")
         from ..segment.postprocess import remove_background_and_crop
@@ -260,10 +247,14 @@ class BoneAgePredictor:
         return 1.96 * sd if sd is not None else None
 
     # ---- explanation
-    def explain(self, pixels: np.ndarray, male: bool | float) -> np.ndarray:
+    def explain(self, pixels: np.ndarray, male: bool | float, member: int | None = None) -> np.ndarray:
         """Class-activation map of the predicted age: ``HW float32`` in [0, 1] at the film's own size.
 
         Grad-CAM++ at the last feature map, the target being the predicted age; an ensemble gives the
-        weighted mean of its members' maps (:func:`boneage_core.model.explain.gradcam_heatmap`).
+        weighted mean of its members' maps, a crop member's map put back where its crop lies on the film
+        (:func:`boneage_core.model.explain.gradcam_heatmap`). ``member``: that member of an ensemble alone.
         """
-        return gradcam_heatmap(self.net, self.pre, pixels, male, device=self.device, lock=self._lock)
+        views = {v: made[0] for v, made in film_views([pixels], self.pre.views, self.localizer).items()}
+        return gradcam_heatmap(
+            self.net, self.pre, pixels, male, device=self.device, lock=self._lock, member=member, views=views
+        )

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import BoneAgeError
+
 #: Side of the canonical film: the size of the shared RSNA training copies.
 CANONICAL_SIDE = 299
 #: JPEG quality of the shared copies (and of the round trip that makes a film canonical).
@@ -36,6 +38,23 @@ CANONICAL_JPEG = 92
 #: Grey-level mean and std of ImageNet (the mean of the RGB means and stds).
 GREY_MEAN = float(np.mean([0.485, 0.456, 0.406]))
 GREY_STD = float(np.mean([0.229, 0.224, 0.225]))
+
+
+#: Every view a model member may read (:mod:`boneage_core.model.views`).
+KNOWN_VIEWS = ("film", "hand", "carpal", "sam-crop")
+
+
+def split_views(view: str) -> tuple[str, ...]:
+    """``"film+hand"`` -> ``("film", "hand")``; refuses an unknown view or ``sam-crop`` among others."""
+    views = tuple(view.split("+"))
+    unknown = [v for v in views if v not in KNOWN_VIEWS]
+    if unknown:
+        raise BoneAgeError(f"unknown view {unknown[0]!r}; known: {', '.join(KNOWN_VIEWS)}")
+    if "sam-crop" in views and len(views) > 1:
+        raise BoneAgeError(
+            "a sam-crop member needs SAM's segmentation: it cannot be combined with other views"
+        )
+    return views
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,7 @@ class PreprocessConfig:
     canonical_jpeg: int | None = CANONICAL_JPEG
     #: "film": the whole film; "hand": the hand localizer's crop, background removed
     #: (:func:`boneage_core.model.localizer.hand_view`); "carpal": the carpal square (``carpal_view``); "sam-crop": the SAM-cropped hand, background removed.
+    #: An ensemble whose members read different views: theirs joined by "+" (``film+hand+carpal``).
     view: str = "film"
     #: For ``view`` "hand" or "carpal": the weights sha256 of the localizer that made the training crops; the
     #: predictor refuses another one (its crops would differ from those the model learnt on).
@@ -55,6 +75,11 @@ class PreprocessConfig:
     std: float = GREY_STD
     #: Test-time augmentation the model was validated with (a key of :data:`TTA_VIEWS`).
     tta: str = "flip"
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views read, in member order (:mod:`boneage_core.model.views`)."""
+        return split_views(self.view)
 
     def tag(self) -> str:
         jpeg = f"/jpeg{self.canonical_jpeg}" if self.canonical_jpeg else ""

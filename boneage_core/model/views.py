@@ -1,0 +1,125 @@
+"""What each member of a model reads: the whole film, the hand crop or the carpal square, made from a film.
+
+A model's ``preprocess.view`` names its view (``film``, ``hand``, ``carpal`` or ``sam-crop``); an ensemble
+whose members read different views names them joined by ``+`` in member order (``film+hand+carpal``,
+:attr:`boneage_core.model.transforms.PreprocessConfig.views`). :func:`film_views` makes every view a model
+needs from the films (``HW uint8``, any size), with the hand localizer run once per film for the
+``hand`` and ``carpal`` views together, by the functions that made the training crops
+(:func:`boneage_core.model.localizer.hand_crop`, :func:`carpal_crop`).
+
+Coordinates: each view comes with its box on the film, XYXY pixels with exclusive right/bottom edges
+(``(0, 0, W, H)`` for the whole film), so that a crop member's heatmap can be put back where the crop came
+from. A ``sam-crop`` model is given its crop by the caller (it needs SAM's segmentation, not made here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BoneAgeError
+from .transforms import KNOWN_VIEWS, split_views
+
+__all__ = [
+    "KNOWN_VIEWS",
+    "LOCALIZER_VIEWS",
+    "View",
+    "film_views",
+    "model_inputs",
+    "split_views",
+    "tta_inputs",
+]
+
+#: Views the localizer makes.
+LOCALIZER_VIEWS = ("hand", "carpal")
+
+
+@dataclass(frozen=True)
+class View:
+    """One view of one film: its pixels ``hw uint8`` and its box on the film (XYXY, exclusive)."""
+
+    pixels: np.ndarray
+    box: tuple[int, int, int, int]
+
+
+def localizer_for(pre, localizer_path: Path):
+    """The localizer a ``hand``/``carpal`` model needs, checked against the one it learnt on
+    (``pre.localizer``, a weights sha256); None when the model reads no localizer view."""
+    if not any(v in LOCALIZER_VIEWS for v in pre.views):
+        return None
+    from .localizer import cached_localizer
+
+    loc = cached_localizer(Path(localizer_path))
+    if pre.localizer and loc.weights_sha256 != pre.localizer:
+        raise BoneAgeError(
+            f"this model learnt on the crops of localizer {pre.localizer[:12]}, not of {loc.name} "
+            f"({loc.path}): set BONEAGE_LOCALIZER to that one"
+        )
+    return loc
+
+
+def film_views(films: list[np.ndarray], views: tuple[str, ...], localizer=None) -> dict[str, list[View]]:
+    """Every view of ``views`` for every film: ``{view: [View per film]}``.
+
+    ``localizer`` (a :class:`boneage_core.model.localizer.Localizer`) is needed for ``hand`` and
+    ``carpal``; its probabilities are computed once per film for both. ``film`` (and ``sam-crop``, whose
+    crop the caller passes as the film) is the film itself.
+    """
+    out: dict[str, list[View]] = {}
+    need_loc = [v for v in views if v in LOCALIZER_VIEWS]
+    probs = None
+    if need_loc:
+        if localizer is None:
+            raise BoneAgeError(f"the {need_loc[0]} view needs the hand localizer")
+        probs = localizer.probabilities(list(films)) if len(films) else []
+    from .localizer import carpal_crop, hand_crop
+
+    for v in views:
+        if v in ("film", "sam-crop"):
+            out[v] = [View(f, (0, 0, f.shape[1], f.shape[0])) for f in films]
+        else:
+            crop = hand_crop if v == "hand" else carpal_crop
+            out[v] = [View(*crop(f, localizer, prob=p)) for f, p in zip(films, probs, strict=True)]
+    return out
+
+
+def model_inputs(films: list[np.ndarray], pre, localizer=None):
+    """The network input of ``films`` (each ``HW uint8``): the normalised ``(N, 1, S, S)`` tensor of
+    :func:`boneage_core.model.transforms.to_model_input` when the model reads one view, else
+    ``{view: tensor}`` for an ensemble whose members read several (each view made canonical alike)."""
+    from .transforms import to_model_input
+
+    views = pre.views
+    if views in (("film",), ("sam-crop",)):
+        return to_model_input(list(films), pre)
+    made = film_views(films, views, localizer)
+    out = {v: to_model_input([one.pixels for one in made[v]], pre) for v in views}
+    return out[views[0]] if len(views) == 1 else out
+
+
+def tta_inputs(x, name: str, pre) -> list:
+    """The test-time views (:func:`boneage_core.model.transforms.tta_views`) of a :func:`model_inputs`
+    result: a list of tensors, or of ``{view: tensor}`` with each view transformed alike."""
+    from .transforms import tta_views
+
+    if not isinstance(x, dict):
+        return tta_views(x, name, pre)
+    per_view = {v: tta_views(t, name, pre) for v, t in x.items()}
+    n = len(next(iter(per_view.values())))
+    return [{v: per_view[v][k] for v in per_view} for k in range(n)]
+
+
+def to_device(x, device, channels_last: bool = True):
+    """A :func:`model_inputs` result on ``device`` (channels-last when asked)."""
+    fmt = torch_memory_format(channels_last)
+    if isinstance(x, dict):
+        return {v: t.to(device).contiguous(memory_format=fmt) for v, t in x.items()}
+    return x.to(device).contiguous(memory_format=fmt)
+
+
+def torch_memory_format(channels_last: bool):
+    import torch
+
+    return torch.channels_last if channels_last else torch.contiguous_format
