@@ -63,7 +63,9 @@ def main() -> None:
 
     # Full-resolution film versus its 299x299 training copy (same id in rsna-train).
     copies_dir = args.eval_images
-    pairs = [(p, copies_dir / p.name) for p in sorted(args.films.glob("*.jpg")) if (copies_dir / p.name).is_file()]
+    pairs = [
+        (p, copies_dir / p.name) for p in sorted(args.films.glob("*.jpg")) if (copies_dir / p.name).is_file()
+    ]
     if pairs:
         import csv
 
@@ -73,8 +75,10 @@ def main() -> None:
         full = predictor.predict_batch([read_film(p).pixels for p, _ in pairs], sexes)
         copy = predictor.predict_batch([read_film(c).pixels for _, c in pairs], sexes)
         diff = abs(full - copy)
-        print(f"{'full-res vs 299 copy, |difference|':<38} mean {diff.mean():6.2f} mo   max {diff.max():6.2f} mo"
-              f"   (n={len(pairs)})")
+        print(
+            f"{'full-res vs 299 copy, |difference|':<38} mean {diff.mean():6.2f} mo   max {diff.max():6.2f} mo"
+            f"   (n={len(pairs)})"
+        )
 
     if not args.skip_eval:
         with tempfile.TemporaryDirectory() as out:
@@ -82,8 +86,10 @@ def main() -> None:
             res = evaluate_folder(args.eval_images, args.eval_labels, Path(out), predictor)
             dt = time.perf_counter() - t
         m = res.metrics
-        print(f"{'evaluate ' + str(m['n']) + ' films':<38} {dt:6.1f} s   ({dt / max(1, m['n']) * 1000:.0f} ms/film)"
-              f"   MAE {m['mae_months']:.2f} months")
+        print(
+            f"{'evaluate ' + str(m['n']) + ' films':<38} {dt:6.1f} s   ({dt / max(1, m['n']) * 1000:.0f} ms/film)"
+            f"   MAE {m['mae_months']:.2f} months"
+        )
 
 
 if __name__ == "__main__":
