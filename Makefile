@@ -10,7 +10,7 @@ PORT   ?= 8501
 # (then put it behind HTTPS, and create the first admin before: `boneage users add NAME --role admin`).
 APP_ADDRESS ?= 127.0.0.1
 
-.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train localizer evaluate-val clean
+.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train localizer members evaluate-val clean
 
 run: setup
 	$(PY) -m streamlit run app/main.py --server.address $(APP_ADDRESS) --server.port $(PORT)
@@ -91,6 +91,13 @@ localizer: setup
 	$(VENV)/bin/boneage localize --images $(IMAGES) --labels ../shared/data/rsna-train/labels.csv \
 		--out $(RUNS)/localize/rsna-train-boxes.csv --masks $(RUNS)/localize/rsna-train-masks64.npz \
 		--crops $(RUNS)/hand-crops --carpal-crops $(RUNS)/carpal-crops
+
+# The region members of the ensemble of views (issue 9, docs/TRAINING.md), after `make localizer`: the hand-crop
+# member (256 px, 6 epochs, about 1.5 h on 2 cores) and the carpal member (224 px, 6 epochs, about 1 h), both
+# warm-started from the 224 px whole-film model, the best epoch chosen on the tune half. Resumable.
+members: setup
+	$(VENV)/bin/boneage train --config configs/lite0-hand-256.yaml --resume
+	$(VENV)/bin/boneage train --config configs/lite0-carpal-224.yaml --resume
 
 # The figures of the README and docs/MODEL_CARD.md: the shipped model on the report half, which no choice saw.
 evaluate-val: setup
