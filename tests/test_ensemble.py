@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from label_subsets import first_labels
 
 from boneage_core.films.read import read_film
 from boneage_core.model.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
@@ -112,11 +112,7 @@ def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predic
         load_members([inner, a])
 
     tune = tmp_path / "tune.csv"
-    with open(rsna_train / "labels.csv") as f, open(tune, "w", newline="") as g:
-        rows = list(csv.DictReader(f))[:16]
-        w = csv.DictWriter(g, fieldnames=["id", "boneage", "male"])
-        w.writeheader()
-        w.writerows(rows)
+    rows = first_labels(rsna_train, tune, 16)
     out = tmp_path / "tuned.pt"
     assert (
         main(

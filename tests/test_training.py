@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from label_subsets import first_labels
 
 from boneage_core.model.checkpoint import load_checkpoint
 from boneage_core.training.config import TrainConfig
@@ -23,11 +24,7 @@ REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def _config(tmp_path: Path, rsna_train: Path, **optim) -> Path:
     val = tmp_path / "val.csv"
-    with open(rsna_train / "labels.csv") as f, open(val, "w", newline="") as g:
-        rows = list(csv.DictReader(f))[:12]
-        w = csv.DictWriter(g, fieldnames=["id", "boneage", "male"])
-        w.writeheader()
-        w.writerows(rows)
+    first_labels(rsna_train, val, 12)
     cfg = {
         "name": "tiny",
         "version": "test-tiny",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from label_subsets import first_labels
 
 from boneage_core.errors import BoneAgeError
 from boneage_core.films.read import read_film
@@ -70,11 +71,7 @@ def localizer(monkeypatch):
 @pytest.fixture
 def tune(tmp_path: Path, rsna_train: Path) -> Path:
     path = tmp_path / "tune.csv"
-    with open(rsna_train / "labels.csv") as f, open(path, "w", newline="") as g:
-        rows = list(csv.DictReader(f))[:12]
-        w = csv.DictWriter(g, fieldnames=["id", "boneage", "male"])
-        w.writeheader()
-        w.writerows(rows)
+    first_labels(rsna_train, path, 12)
     return path
 
 

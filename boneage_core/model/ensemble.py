@@ -25,7 +25,7 @@ from ..films.labels import read_label_table
 from ..films.read import read_film
 from .checkpoint import LoadedModel, ModelMeta, load_checkpoint
 from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet
-from .transforms import PreprocessConfig
+from .transforms import PreprocessConfig, split_views
 from .views import localizer_for, model_inputs, to_device, tta_inputs
 
 
@@ -76,11 +76,7 @@ def load_members(paths: list[Path]) -> list[Member]:
     """The members of ``paths`` (ensembles flattened), checked to combine: each given once, crop members
     all made by one localizer, a ``sam-crop`` member alone in its view."""
     members = [m for p in paths for m in members_of(load_checkpoint(p))]
-    views = {m.preprocess["view"] for m in members}
-    if "sam-crop" in views and len(views) > 1:
-        raise BoneAgeError(
-            "a sam-crop member needs SAM's segmentation of each film: it cannot join members of other views"
-        )
+    split_views("+".join(sorted({m.preprocess["view"] for m in members})))  # refuses sam-crop among others
     localizers = {m.preprocess.get("localizer", "") for m in members} - {""}
     if len(localizers) > 1:
         raise BoneAgeError(

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import BoneAgeError
-from .transforms import KNOWN_VIEWS, split_views
+from .transforms import KNOWN_VIEWS, split_views, to_model_input, tta_views
 
 __all__ = [
     "KNOWN_VIEWS",
@@ -89,8 +90,6 @@ def model_inputs(films: list[np.ndarray], pre, localizer=None):
     """The network input of ``films`` (each ``HW uint8``): the normalised ``(N, 1, S, S)`` tensor of
     :func:`boneage_core.model.transforms.to_model_input` when the model reads one view, else
     ``{view: tensor}`` for an ensemble whose members read several (each view made canonical alike)."""
-    from .transforms import to_model_input
-
     views = pre.views
     if views in (("film",), ("sam-crop",)):
         return to_model_input(list(films), pre)
@@ -102,8 +101,6 @@ def model_inputs(films: list[np.ndarray], pre, localizer=None):
 def tta_inputs(x, name: str, pre) -> list:
     """The test-time views (:func:`boneage_core.model.transforms.tta_views`) of a :func:`model_inputs`
     result: a list of tensors, or of ``{view: tensor}`` with each view transformed alike."""
-    from .transforms import tta_views
-
     if not isinstance(x, dict):
         return tta_views(x, name, pre)
     per_view = {v: tta_views(t, name, pre) for v, t in x.items()}
@@ -111,15 +108,8 @@ def tta_inputs(x, name: str, pre) -> list:
     return [{v: per_view[v][k] for v in per_view} for k in range(n)]
 
 
-def to_device(x, device, channels_last: bool = True):
-    """A :func:`model_inputs` result on ``device`` (channels-last when asked)."""
-    fmt = torch_memory_format(channels_last)
+def to_device(x, device):
+    """A :func:`model_inputs` result on ``device``, channels-last."""
     if isinstance(x, dict):
-        return {v: t.to(device).contiguous(memory_format=fmt) for v, t in x.items()}
-    return x.to(device).contiguous(memory_format=fmt)
-
-
-def torch_memory_format(channels_last: bool):
-    import torch
-
-    return torch.channels_last if channels_last else torch.contiguous_format
+        return {v: t.to(device).contiguous(memory_format=torch.channels_last) for v, t in x.items()}
+    return x.to(device).contiguous(memory_format=torch.channels_last)
