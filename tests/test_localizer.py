@@ -255,3 +255,36 @@ def test_localize_resumes_from_its_partial_file(shared_data, tmp_path, capsys):
     again = np.load(two / "m.npz")
     assert all(np.array_equal(again[b["id"]], masks[b["id"]]) for b in boxes)
     assert not (two / "boxes.partial.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "need", "limit", "expected"),
+    [
+        (10, 100, 64, 299, (10, 100)),  # wide enough: unchanged
+        (100, 140, 64, 299, (88, 152)),  # grown about its centre
+        (0, 30, 64, 299, (0, 64)),  # at the left edge: shifted inside
+        (280, 299, 64, 299, (235, 299)),  # at the right edge
+        (5, 20, 64, 40, (0, 40)),  # an image smaller than the minimum: all of it
+    ],
+)
+def test_small_carpal_squares_grow_to_the_minimum_side(lo, hi, need, limit, expected):
+    from boneage_core.model.localizer import _at_least
+
+    assert _at_least(lo, hi, need, limit) == expected
+
+
+def test_the_small_wrist_of_film_1576_gives_a_readable_carpal_crop(shared_data, tmp_path):
+    """Film 1576's carpal square was 53 x 53 px, under the film reader's 64 px minimum, so the carpal
+    member's training could not read it; now it is grown to 64 px, centred where it was, on the film."""
+    from boneage_core.model.localizer import CARPAL_MIN_SIDE, carpal_crop
+    from boneage_core.segment.batch import save_png
+
+    loc = load_localizer(SHIPPED)
+    pixels = read_film((shared_data / "rsna-train" / "images" / "1576.jpg").read_bytes()).pixels
+    crop, (x0, y0, x1, y1) = carpal_crop(pixels, loc)
+    assert crop.shape == (y1 - y0, x1 - x0)
+    assert min(crop.shape) >= CARPAL_MIN_SIDE and (x1 - x0, y1 - y0) != pixels.shape[::-1]
+    assert 0 <= x0 < x1 <= pixels.shape[1] and 0 <= y0 < y1 <= pixels.shape[0]
+    assert np.array_equal(crop, pixels[y0:y1, x0:x1])
+    save_png(tmp_path / "1576.png", crop)  # what training reads back
+    assert read_film((tmp_path / "1576.png").read_bytes()).pixels.shape == crop.shape

@@ -48,6 +48,8 @@ TAP_CHANNELS = (16, 24, 40, 112, 320)
 #: Channels of the decoder.
 WIDTH = 48
 LOCALIZER_FORMAT = 1
+#: The smallest side of the carpal square, in canonical (299 px) pixels: the film reader's minimum.
+CARPAL_MIN_SIDE = 64
 
 
 class LocalizerNet(nn.Module):
@@ -179,7 +181,9 @@ def carpal_crop(
     """What a ``view: carpal`` model reads and where it lies: the carpal square of the film ``HW uint8``
     (:func:`boneage_core.segment.regions.carpal_box` on the localizer's mask in canonical 299 px
     coordinates, mapped back onto the film), ``hw uint8``, and its box on the film (XYXY, exclusive);
-    the whole film where no wrist is found."""
+    the whole film where no wrist is found. A square smaller than :data:`CARPAL_MIN_SIDE` canonical
+    pixels (a small or tightly flexed wrist) is grown about its centre to that side, so that the crop of a
+    299 px film is never below the film reader's 64 px minimum."""
     from ..segment.regions import carpal_box
 
     prob = localizer.probabilities([pixels])[0] if prob is None else prob
@@ -187,10 +191,24 @@ def carpal_crop(
     h, w = pixels.shape
     if box is None:
         return pixels, (0, 0, w, h)
-    sx, sy = w / prob.shape[1], h / prob.shape[0]
-    x0, y0 = int(np.floor(box[0] * sx)), int(np.floor(box[1] * sy))
-    x1, y1 = int(np.ceil(box[2] * sx)), int(np.ceil(box[3] * sy))
+    side_y, side_x = prob.shape
+    cx0, cx1 = _at_least(box[0], box[2], CARPAL_MIN_SIDE, side_x)
+    cy0, cy1 = _at_least(box[1], box[3], CARPAL_MIN_SIDE, side_y)
+    sx, sy = w / side_x, h / side_y
+    x0, y0 = int(np.floor(cx0 * sx)), int(np.floor(cy0 * sy))
+    x1, y1 = int(np.ceil(cx1 * sx)), int(np.ceil(cy1 * sy))
     return pixels[y0:y1, x0:x1], (x0, y0, x1, y1)
+
+
+def _at_least(lo: int, hi: int, need: int, limit: int) -> tuple[int, int]:
+    """The interval ``[lo, hi)`` grown about its centre to ``need`` pixels (or ``limit``, the image's
+    side, if smaller), shifted back inside ``[0, limit)`` where growing pushed it past an edge."""
+    need = min(need, limit)
+    if hi - lo >= need:
+        return lo, hi
+    lo = int(round((lo + hi - need) / 2))
+    lo = min(max(0, lo), limit - need)
+    return lo, lo + need
 
 
 def carpal_view(pixels: np.ndarray, localizer: Localizer, prob: np.ndarray | None = None) -> np.ndarray:
