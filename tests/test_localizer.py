@@ -170,6 +170,30 @@ def test_localize_cli_writes_boxes_and_packed_masks(shared_data, tmp_path):
     assert str(packed["__localizer__"]) == load_localizer(SHIPPED).weights_sha256
 
 
+def test_the_committed_boxes_and_masks_are_the_localizers(shared_data, tmp_path):
+    """``assets/localize/`` (every training film, from ``make localizer``) holds what ``boneage localize``
+    makes now with the shipped localizer: the same boxes and masks on the first films, all films listed."""
+    from boneage_core.cli import main
+
+    committed = REPO / "assets" / "localize"
+    with open(committed / "rsna-train-boxes.csv", newline="") as f:
+        boxes = {r["id"]: r for r in csv.DictReader(f)}
+    with open(shared_data / "rsna-train" / "labels.csv", newline="") as f:
+        assert sorted(boxes) == sorted(r["id"] for r in csv.DictReader(f))
+    stored = np.load(committed / "rsna-train-masks64.npz")
+    assert str(stored["__localizer__"]) == load_localizer(SHIPPED).weights_sha256
+    labels, rows = _first_labels(shared_data, tmp_path, 4)
+    out, masks = tmp_path / "boxes.csv", tmp_path / "masks.npz"
+    args = ["localize", "--images", str(shared_data / "rsna-train" / "images"), "--labels", str(labels)]
+    assert main([*args, "--localizer", str(SHIPPED), "--out", str(out), "--masks", str(masks)]) == 0
+    fresh = np.load(masks)
+    with open(out, newline="") as f:
+        for row in csv.DictReader(f):
+            assert row == {k: boxes[row["id"]][k] for k in row}
+            same = np.mean(np.unpackbits(fresh[row["id"]]) == np.unpackbits(stored[row["id"]]))
+            assert same > 0.995  # thread counts may move a pixel at the threshold, no more
+
+
 @needs_shipped
 def test_a_hand_model_reads_the_crop_it_was_trained_on(shared_data, tmp_path, monkeypatch):
     """``boneage localize --crops`` (training) and the predictor (inference) crop with one function."""
