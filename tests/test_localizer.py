@@ -312,3 +312,31 @@ def test_the_small_wrist_of_film_1576_gives_a_readable_carpal_crop(shared_data, 
     assert np.array_equal(crop, pixels[y0:y1, x0:x1])
     save_png(tmp_path / "1576.png", crop)  # what training reads back
     assert read_film((tmp_path / "1576.png").read_bytes()).pixels.shape == crop.shape
+
+
+def test_a_film_seen_lately_is_not_localized_again(shared_data):
+    """The estimate and the heatmap of one film (and each crop member's heatmap) run the localizer once:
+    the probabilities of recent films are kept, by their pixels, and handed out as fresh arrays."""
+    from boneage_core.model.localizer import CACHED_FILMS, carpal_crop, hand_crop
+
+    loc = load_localizer(SHIPPED)
+    calls = []
+    loc.net.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    ids = ["1377", "1378", "1379"]
+    films = [read_film((shared_data / "rsna-train" / "images" / f"{i}.jpg").read_bytes()).pixels for i in ids]
+    first = loc.probabilities(films[:2])
+    assert calls == [2]
+    hand_crop(films[0], loc), carpal_crop(films[1], loc)
+    again = loc.probabilities(films)  # two known, one new: only the new one is run
+    assert calls == [2, 1]
+    np.testing.assert_array_equal(again[:2], first)
+    again[0] += 1  # the caller's copy: the kept one is untouched
+    np.testing.assert_array_equal(loc.probabilities(films[:1])[0], first[0])
+    changed = films[2].copy()
+    changed[0, 0] ^= 1  # one pixel differs: another film
+    loc.probabilities([changed])
+    assert calls == [2, 1, 1]
+    for k in range(CACHED_FILMS):  # older films are forgotten
+        loc.probabilities([np.full((80, 80), k, np.uint8)])
+    loc.probabilities(films[:1])
+    assert calls[-1] == 1 and len(calls) == 3 + CACHED_FILMS + 1

@@ -20,8 +20,11 @@ Conventions:
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,6 +51,8 @@ TAP_CHANNELS = (16, 24, 40, 112, 320)
 #: Channels of the decoder.
 WIDTH = 48
 LOCALIZER_FORMAT = 1
+#: How many films' probabilities a :class:`Localizer` keeps.
+CACHED_FILMS = 8
 #: The smallest side of the carpal square, in canonical (299 px) pixels: the film reader's minimum.
 CARPAL_MIN_SIDE = 64
 
@@ -114,13 +119,35 @@ class Localizer:
     #: What it was trained on and how well it reproduced held-out SAM masks (from its checkpoint).
     meta: dict
 
+    #: The probabilities of the last :data:`CACHED_FILMS` films, by their pixels' digest: the estimate and
+    #: the heatmap of one film (and each crop member's heatmap) localize it once.
+    _recent: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
     @property
     def name(self) -> str:
         return f"localizer:{self.weights_sha256[:12]}"
 
-    @torch.inference_mode()
     def probabilities(self, films: list[np.ndarray]) -> np.ndarray:
-        """Hand probability ``(N, 299, 299) float32`` in canonical coordinates."""
+        """Hand probability ``(N, 299, 299) float32`` in canonical coordinates (a new array; films seen
+        lately are not run again)."""
+        keys = [_digest(f) for f in films]
+        with self._lock:
+            known = {k: self._recent[k] for k in keys if k in self._recent}
+        todo = [i for i, k in enumerate(keys) if k not in known]
+        if todo:
+            fresh = self._run([films[i] for i in todo])
+            with self._lock:
+                for i, p in zip(todo, fresh, strict=True):
+                    p.flags.writeable = False
+                    known[keys[i]] = self._recent[keys[i]] = p
+                    self._recent.move_to_end(keys[i])
+                while len(self._recent) > CACHED_FILMS:
+                    self._recent.popitem(last=False)
+        return np.stack([known[k] for k in keys])
+
+    @torch.inference_mode()
+    def _run(self, films: list[np.ndarray]) -> np.ndarray:
         logits = self.net(localizer_input(films))
         up = F.interpolate(logits, size=(299, 299), mode="bilinear", align_corners=False)
         return torch.sigmoid(up)[:, 0].numpy()
@@ -152,6 +179,12 @@ class Localizer:
             t0,
             snap,
         )
+
+
+def _digest(pixels: np.ndarray) -> tuple:
+    """What identifies a film's pixels: shape, type and a BLAKE2 digest of the bytes."""
+    data = np.ascontiguousarray(pixels)
+    return data.shape, data.dtype.str, hashlib.blake2b(data.data, digest_size=16).digest()
 
 
 def hand_crop(
