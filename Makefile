@@ -10,7 +10,7 @@ PORT   ?= 8501
 # (then put it behind HTTPS, and create the first admin before: `boneage users add NAME --role admin`).
 APP_ADDRESS ?= 127.0.0.1
 
-.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train localizer members views-ensemble evaluate-val clean
+.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train localizer crops members views-ensemble evaluate-val clean
 
 run: setup
 	$(PY) -m streamlit run app/main.py --server.address $(APP_ADDRESS) --server.port $(PORT)
@@ -50,56 +50,61 @@ benchmark: setup
 	$(PY) benchmarks/bench_app.py
 	$(PY) benchmarks/bench_localizer.py
 
-# The shipped model. Run state lives in $(RUNS) (outside the clone, so that an interrupted `make train`
-# resumes where it stopped, mid-epoch included). Every choice (best epoch, ensemble weights, the intervals'
-# calibration) is made on the tune half of the validation split; the report half is for the figures only.
-# About 6.5 h on 2 CPU cores: 224 px from ImageNet (10 epochs, ~2 h), 299 px warm start (3 epochs, ~1.5 h),
-# 256 px long run with the early stages frozen (6 epochs, ~2 h), then the ensemble of the three with weights
-# chosen on the tune half (0.3.0, shipped), its 90 % interval calibrated on the tune half (~10 min), and the
-# quality gate's network (~30 min).
+# The shipped model, rebuilt from ImageNet weights. Run state lives in $(RUNS) (outside the clone, so that an
+# interrupted `make train` resumes where it stopped, mid-epoch included). Every choice (best epoch, ensemble
+# weights, the intervals' calibration) is made on the tune half of the validation split; the report half is for
+# the figures only. About 10.5 h on 2 CPU cores: the whole-film members (224 px from ImageNet, 10 epochs, ~2 h;
+# 299 px warm start, 3 epochs, ~1.5 h; 256 px with the early stages frozen, 6 epochs, ~2 h), every training
+# film localized with the shipped localizer (`make crops`, ~40 min), the hand and carpal members (`make members`,
+# ~2 h), the ensemble of views with its interval (`make views-ensemble`, ~20 min) and the quality gate's network
+# (~30 min). The localizer itself is rebuilt by `make localizer` (its SHA-256 is pinned in the crop members'
+# configs, which then need the new one).
 RUNS   ?= $(HOME)/boneage-runs
 export BONEAGE_RUNS := $(RUNS)
 IMAGES := ../shared/data/rsna-train/images
 TUNE   := configs/splits/rsna-val-tune.csv
 REPORT := configs/splits/rsna-val-report.csv
-ENSEMBLE_VERSION := 0.3.0+lite0-ens-256-299-224-geo4
+MEMBERS := assets/models/members
 train: setup
 	$(VENV)/bin/boneage train --config configs/lite0-film-224.yaml --resume
 	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-film-224/best.pt --out assets/models/boneage-lite0-224.pt \
 		--val-images $(IMAGES) --val-labels $(TUNE)
 	$(VENV)/bin/boneage train --config configs/lite0-film-299-warm.yaml --resume
+	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-film-299-warm/best.pt --out $(MEMBERS)/boneage-lite0-299-warm.pt
 	$(VENV)/bin/boneage train --config configs/lite0-film-256-long.yaml --resume
-	$(VENV)/bin/boneage ensemble $(RUNS)/lite0-film-256-long/best.pt $(RUNS)/lite0-film-299-warm/best.pt \
-		assets/models/boneage-lite0-224.pt --version $(ENSEMBLE_VERSION) --tta geo4 \
-		--tune-images $(IMAGES) --tune-labels $(TUNE) --out $(RUNS)/ensemble.pt
-	$(VENV)/bin/boneage calibrate --model $(RUNS)/ensemble.pt --images $(IMAGES) --labels $(TUNE) \
-		--out assets/models/boneage-lite0-ens.pt
+	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-film-256-long/best.pt \
+		--out assets/models/boneage-lite0-256-long.pt
+	$(MAKE) crops members views-ensemble
 	$(VENV)/bin/boneage train-gate --images $(IMAGES) --labels ../shared/data/rsna-train/labels.csv \
 		--exclude configs/splits/rsna-val.csv --tune $(TUNE) --report $(REPORT) \
 		--out assets/models/boneage-gate.pt --metrics assets/eval/gate/metrics.json
 
 # The hand localizer distilled from SAM (issue 9, docs/MODEL_CARD.md): SAM's masks on the 576 training films
-# of configs/splits/localizer-v1-films.csv (about 30 min), distilled in 5 epochs (about 20 min), then every
-# training film localized: boxes, 64 px masks, and the hand and carpal crops the crop members train on, in
-# $(RUNS) (about 1 h on 2 cores; resumable). The shipped one was trained with a 12-epoch schedule cut to 5 at
-# step 80 of 155, so a rebuild differs from it a little.
+# of configs/splits/localizer-v1-films.csv (about 30 min), distilled in 5 epochs (about 20 min), then `make crops`.
+# The shipped one was trained with a 12-epoch schedule cut to 5 at step 80 of 155, so a rebuild differs from it
+# a little (and its SHA-256, pinned in configs/lite0-hand-256.yaml and lite0-carpal-224.yaml, changes).
 localizer: setup
 	$(VENV)/bin/boneage preprocess --images $(IMAGES) --labels configs/splits/localizer-v1-films.csv \
 		--out $(RUNS)/localizer-v1/sam --segmenter sam
 	$(VENV)/bin/boneage train-localizer --manifest $(RUNS)/localizer-v1/sam/manifest.csv \
 		--out $(RUNS)/localizer-v1/run --epochs 5 --export assets/models/hand-localizer.pt
+	$(MAKE) crops
+
+# Every training film localized with the shipped localizer: boxes and 64 px masks (committed in
+# assets/localize/), and the hand and carpal crops the crop members train on, in $(RUNS) (about 40 min on 2
+# cores; 0.17 s a film).
+crops: setup
 	$(VENV)/bin/boneage localize --images $(IMAGES) --labels ../shared/data/rsna-train/labels.csv \
 		--out $(RUNS)/localize/rsna-train-boxes.csv --masks $(RUNS)/localize/rsna-train-masks64.npz \
 		--crops $(RUNS)/hand-crops --carpal-crops $(RUNS)/carpal-crops
 	mkdir -p assets/localize
 	cp $(RUNS)/localize/rsna-train-boxes.csv $(RUNS)/localize/rsna-train-masks64.npz assets/localize/
 
-# The region members of the ensemble of views (issue 9, docs/TRAINING.md), after `make localizer`: the hand-crop
+# The region members of the ensemble of views (issue 9, docs/TRAINING.md), after `make crops`: the hand-crop
 # member (256 px, 6 epochs, about 1.2 h on 2 cores) and the carpal member (224 px, 6 epochs, about 1 h), both
 # warm-started from the 224 px whole-film model, the best epoch chosen on the tune half. Resumable. Each is
 # exported (half precision) into assets/models/members/ as soon as it is done, to be committed: run state in
 # $(RUNS) does not outlive the machine it was made on.
-MEMBERS := assets/models/members
 members: setup
 	$(VENV)/bin/boneage train --config configs/lite0-hand-256.yaml --resume
 	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-hand-256/best.pt --out $(MEMBERS)/boneage-lite0-hand-256.pt
@@ -107,20 +112,26 @@ members: setup
 	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-carpal-224/best.pt \
 		--out $(MEMBERS)/boneage-lite0-carpal-224.pt
 
-# The ensemble of views (issue 9), after `make members`: the shipped whole-film members with the hand and
-# carpal members, weights chosen and the interval calibrated on the tune half, then measured on the report
-# half against the shipped model's figures there (paired bootstrap). About 30 min on 2 cores.
+# The shipped model, the ensemble of views (issue 9), from its members' files: the three whole-film members,
+# the hand and the carpal member, weights chosen on the tune half (a member of weight 0 is left out), its 90 %
+# interval calibrated on the tune half, then measured on the report half (`make evaluate-val`) against the
+# previous shipped model's figures there (0.3.0, docs/eval/0.3.0-report; paired bootstrap), and the share of
+# each member's Grad-CAM heat inside the hand mask on the 32 full-resolution films. About 25 min.
 VIEWS_VERSION := 0.4.0+lite0-views-film3-hand-carpal-geo4
 views-ensemble: setup
-	$(VENV)/bin/boneage ensemble assets/models/boneage-lite0-ens.pt $(MEMBERS)/boneage-lite0-hand-256.pt \
-		$(MEMBERS)/boneage-lite0-carpal-224.pt --version $(VIEWS_VERSION) --tta geo4 \
-		--tune-images $(IMAGES) --tune-labels $(TUNE) --out $(RUNS)/views-ensemble.pt
+	$(VENV)/bin/boneage ensemble $(MEMBERS)/boneage-lite0-299-warm.pt assets/models/boneage-lite0-256-long.pt \
+		assets/models/boneage-lite0-224.pt $(MEMBERS)/boneage-lite0-hand-256.pt $(MEMBERS)/boneage-lite0-carpal-224.pt \
+		--version $(VIEWS_VERSION) --tta geo4 --tune-images $(IMAGES) --tune-labels $(TUNE) --out $(RUNS)/views-ensemble.pt
 	$(VENV)/bin/boneage calibrate --model $(RUNS)/views-ensemble.pt --images $(IMAGES) --labels $(TUNE) \
-		--out $(RUNS)/views-ensemble-calibrated.pt
-	$(VENV)/bin/boneage evaluate --model $(RUNS)/views-ensemble-calibrated.pt --images $(IMAGES) \
-		--labels $(REPORT) --out out/eval-views-report
-	$(VENV)/bin/boneage compare assets/eval/rsna-val-report/predictions.csv \
-		out/eval-views-report/predictions.csv --n-boot 2000
+		--out assets/models/boneage-lite0-ens.pt
+	rm -rf assets/eval/views-ensemble-tune
+	mv assets/models/boneage-lite0-ens.pt.calibration assets/eval/views-ensemble-tune
+	$(MAKE) evaluate-val
+	$(VENV)/bin/boneage compare docs/eval/0.3.0-report/predictions.csv \
+		assets/eval/rsna-val-report/predictions.csv --n-boot 2000 > assets/eval/views-ensemble-report/compare-vs-0.3.0.json
+	cp assets/eval/rsna-val-report/metrics.json assets/eval/rsna-val-report/predictions.csv assets/eval/views-ensemble-report/
+	$(VENV)/bin/boneage heat-share --images ../shared/data/rsna-fullres --labels ../shared/data/rsna-fullres/labels.csv \
+		--out assets/eval/heat-share-fullres.json
 
 # The figures of the README and docs/MODEL_CARD.md: the shipped model on the report half, which no choice saw.
 evaluate-val: setup

@@ -175,58 +175,6 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from .model.checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(args.checkpoint)
-    if args.tta:
-        loaded.meta.preprocess["tta"] = args.tta
-    return _ship(args, loaded.net, loaded.meta)
-
-
-def _ensemble(args: argparse.Namespace) -> int:
-    from .model.ensemble import build_ensemble
-
-    net, meta = build_ensemble(
-        args.members,
-        version=args.version,
-        tta=args.tta,
-        weights=args.weights,
-        tune_images=args.tune_images,
-        tune_labels=args.tune_labels,
-    )
-    return _ship(args, net, meta)
-
-
-def _ship(args: argparse.Namespace, net, meta) -> int:
-    """Save ``net`` for shipping (half precision unless --fp32); with validation labels, validate the saved
-    weights themselves and store the figures, by age band too, in the checkpoint: they are the uncertainty
-    each prediction reports."""
-    import tempfile
-
-    from .model.checkpoint import load_checkpoint, save_checkpoint
-
-    sha = save_checkpoint(args.out, net, meta, half=not args.fp32)
-    if args.val_labels:
-        from .evaluate.folder import evaluate_folder
-        from .model.predictor import BoneAgePredictor
-
-        with tempfile.TemporaryDirectory() as tmp:
-            result = evaluate_folder(args.val_images, args.val_labels, Path(tmp), BoneAgePredictor(args.out))
-        meta.validation = {
-            **meta.validation,
-            "export": {
-                k: v for k, v in result.metrics.items() if k not in ("unreadable", "missing", "images")
-            },
-        }
-        exported = load_checkpoint(args.out)
-        sha = save_checkpoint(args.out, exported.net, meta, half=not args.fp32)
-        m = result.metrics
-        print(f"validation of the exported weights: n={m['n']} MAE {m['mae_months']:.2f} months")
-    print(f"{args.out}: {meta.version}  weights sha256 {sha}  ({args.out.stat().st_size / 1e6:.1f} MB)")
-    return 0
-
-
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", type=Path, help="bone-age checkpoint (default: the shipped one, or $BONEAGE_MODEL)"
@@ -236,7 +184,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .model.transforms import TTA_VIEWS
 
     parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -344,62 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.set_defaults(func=_masks)
 
-    x = sub.add_parser("export", help="write a training checkpoint as a shippable model (half precision)")
-    x.add_argument("--checkpoint", type=Path, required=True, help="e.g. runs/<name>/best.pt")
-    x.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-224.pt")
-    x.add_argument("--fp32", action="store_true", help="keep single precision")
-    x.add_argument(
-        "--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with"
-    )
-    x.add_argument(
-        "--val-labels", type=Path, help="validate the exported weights on these films and store the figures"
-    )
-    x.add_argument("--val-images", type=Path, help="folder of the validation films")
-    x.set_defaults(func=_export)
-
-    en = sub.add_parser(
-        "ensemble", help="combine trained models into one shippable checkpoint (mean estimate)"
-    )
-    en.add_argument(
-        "members",
-        type=Path,
-        nargs="+",
-        help="checkpoints (<runs>/<name>/best.pt, exported models, or ensembles: their members)",
-    )
-    en.add_argument("--out", type=Path, required=True, help="e.g. assets/models/boneage-lite0-ens.pt")
-    en.add_argument("--version", required=True, help="version string of the ensemble")
-    en.add_argument("--fp32", action="store_true", help="keep single precision")
-    en.add_argument(
-        "--tta", choices=sorted(TTA_VIEWS), help="test-time augmentation to validate and ship with"
-    )
-    en.add_argument(
-        "--weights", type=float, nargs="+", help="member weights, in the order given (default: equal)"
-    )
-    en.add_argument(
-        "--tune-labels",
-        type=Path,
-        help="choose the member weights on these films (e.g. configs/splits/rsna-val-tune.csv)",
-    )
-    en.add_argument(
-        "--tune-images",
-        type=Path,
-        help="folder of the tune films themselves (a hand or carpal member's view is made from each film)",
-    )
-    en.add_argument(
-        "--val-labels", type=Path, help="validate the ensemble on these films and store the figures"
-    )
-    en.add_argument("--val-images", type=Path, help="folder of the validation films")
-    en.set_defaults(func=_ensemble)
-
     from .evaluate import heat
     from .hospital import adapt, importer
     from .hospital.pacs import node
     from .review import commands, report, study_report
-    from .training import gate, localizer
+    from .training import export, gate, localizer
 
-    # `boneage heat-share`, `train-gate`, `train-localizer`/`localize`, `study summary|list`, `report`,
+    # `boneage export`, `ensemble`, `heat-share`, `train-gate`, `train-localizer`/`localize`, `study summary|list`, `report`,
     # `import`, `dicom-node`, `adapt`: each defined beside its code
-    for module in (heat, gate, localizer, study_report, report, importer, node, adapt):
+    for module in (export, heat, gate, localizer, study_report, report, importer, node, adapt):
         module.add_parser(sub)
     commands.add_commands(sub)  # `boneage users ...` (reader accounts), `boneage log verify|migrate`
     return parser

@@ -11,7 +11,7 @@ from label_subsets import first_labels
 
 from boneage_core.films.read import read_film
 from boneage_core.model.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
-from boneage_core.model.ensemble import choose_weights, load_members, member_predictions
+from boneage_core.model.ensemble import choose_weights, load_members, member_predictions, members_of
 from boneage_core.model.net import BoneAgeNet, EnsembleNet
 from boneage_core.model.transforms import PreprocessConfig, to_model_input
 
@@ -155,3 +155,52 @@ def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predic
     assert float(np.abs(np.asarray(weights) @ preds - truth).mean()) == pytest.approx(
         tuning["mae_months"], abs=1e-3
     )
+
+
+def test_export_member_takes_one_member_out_and_an_ensemble_is_rebuilt_from_its_members(
+    tmp_path: Path, rsna_train: Path, capsys
+):
+    """``boneage export --member``: the member's own weights, version and preprocessing, so that an ensemble
+    rebuilt from its members' files (``make views-ensemble``) computes what the ensemble computes."""
+    from boneage_core.cli import main
+
+    a, b = _tiny_member(tmp_path, 64, 1), _tiny_member(tmp_path, 96, 2)
+    ens = tmp_path / "ens.pt"
+    args = ["ensemble", str(a), str(b), "--out", str(ens), "--version", "e", "--tta", "none"]
+    assert main([*args, "--weights", "0.3", "0.7"]) == 0
+    out = tmp_path / "m96.pt"
+    assert main(["export", "--checkpoint", str(ens), "--member", "m96-2", "--out", str(out)]) == 0
+    taken, source = load_checkpoint(out), load_checkpoint(ens)
+    assert taken.meta.arch == "tf_efficientnet_lite0" and taken.meta.version == "m96-2"
+    assert taken.meta.preprocess["input_size"] == 96
+    assert taken.meta.training["taken_from"] == {"ensemble": "e", "weights_sha256": source.weights_sha256}
+    (inside,) = [m.net for m in members_of(source) if m.version == "m96-2"]
+    for k, v in inside.state_dict().items():
+        assert torch.equal(taken.net.state_dict()[k], v), (
+            k
+        )  # the ensemble's half-precision weights, unchanged
+
+    rebuilt = tmp_path / "rebuilt.pt"
+    taken_a = tmp_path / "m64.pt"
+    assert main(["export", "--checkpoint", str(ens), "--member", "m64-1", "--out", str(taken_a)]) == 0
+    rargs = ["ensemble", str(taken_a), str(out), "--out", str(rebuilt), "--version", "e", "--tta", "none"]
+    assert main([*rargs, "--weights", "0.3", "0.7"]) == 0
+    film = read_film(
+        rsna_train / "images" / f"{first_labels(rsna_train, tmp_path / 'one.csv', 1)[0]['id']}.jpg"
+    )
+    pre = source.meta.preprocess_config
+    x, male = to_model_input([film.pixels], pre), torch.tensor([1.0])
+    with torch.no_grad():
+        assert float(load_checkpoint(rebuilt).net(x, male)) == pytest.approx(
+            float(source.net(x, male)), abs=1e-4
+        )
+
+    capsys.readouterr()
+    assert (
+        main(["export", "--checkpoint", str(ens), "--member", "m80-3", "--out", str(tmp_path / "x.pt")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "no ensemble member 'm80-3' (its members: " in err and "m64-1" in err and "m96-2" in err
+    assert main(["export", "--checkpoint", str(a), "--member", "m64-1", "--out", str(tmp_path / "y.pt")]) == 2
+    assert "is not an ensemble" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
