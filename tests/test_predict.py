@@ -16,6 +16,7 @@ from boneage_core.clinical.ages import format_years_months
 from boneage_core.errors import MissingSexError
 from boneage_core.films.read import read_film
 from boneage_core.model.predictor import resolve_sex
+from boneage_core.model.transforms import split_views
 from boneage_core.review.visual import heatmap_overlay
 from boneage_core.settings import DEFAULT_MODEL
 
@@ -42,7 +43,11 @@ def fullres_estimates(fullres_films, rsna_train, predictor):
 def test_shipped_model_is_the_default_and_describes_itself(predictor):
     assert DEFAULT_MODEL.is_file(), "the trained model must be shipped in assets/models/"
     meta = predictor.model.meta
-    assert meta.preprocess["view"] in ("film", "sam-crop")
+    views = split_views(meta.preprocess["view"])  # e.g. film+hand: each member reads its own view
+    assert "film" in views or views == ("sam-crop",)
+    if {"hand", "carpal"} & set(views):  # crop members cut their view with the shipped localizer
+        assert predictor.localizer is not None
+        assert meta.preprocess["localizer"] == predictor.localizer.weights_sha256
     # a single network, or an ensemble whose members each say what they are and how they were trained
     members = meta.training["members"] if meta.arch == "ensemble" else [meta.to_dict()]
     for m in members:
@@ -77,16 +82,17 @@ def test_full_resolution_and_training_copy_agree(fullres_estimates):
 def test_sex_matters_and_tta_is_the_mean_of_its_views(fullres_films, predictor):
     import torch
 
-    from boneage_core.model.transforms import to_model_input, tta_views
+    from boneage_core.model.views import model_inputs, tta_inputs
 
     pixels = read_film(fullres_films[0]).pixels
     boy, girl = predictor.predict(pixels, True), predictor.predict(pixels, False)
     assert boy != girl
     assert predictor.tta == predictor.pre.tta != "none"  # the TTA the checkpoint was validated with
-    x = to_model_input([pixels], predictor.pre)
+    # each member's view of the film (the hand crop for a hand member), made as the predictor makes it
+    x = model_inputs([pixels], predictor.pre, predictor.localizer)
     with torch.no_grad():
         views = [
-            float(predictor.net(v, torch.tensor([1.0]))) for v in tta_views(x, predictor.tta, predictor.pre)
+            float(predictor.net(v, torch.tensor([1.0]))) for v in tta_inputs(x, predictor.tta, predictor.pre)
         ]
     assert len(views) >= 2 and boy == pytest.approx(np.mean(views), abs=0.05)
     predictor.tta = "none"
