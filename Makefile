@@ -10,7 +10,7 @@ PORT   ?= 8501
 # (then put it behind HTTPS, and create the first admin before: `boneage users add NAME --role admin`).
 APP_ADDRESS ?= 127.0.0.1
 
-.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train localizer crops members views-ensemble evaluate-val clean
+.PHONY: run dicom-node test setup weights lint benchmark contact-sheet train localizer crops members stages views-ensemble evaluate-val clean
 
 run: setup
 	$(PY) -m streamlit run app/main.py --server.address $(APP_ADDRESS) --server.port $(PORT)
@@ -53,10 +53,10 @@ benchmark: setup
 # The shipped model, rebuilt from ImageNet weights. Run state lives in $(RUNS) (outside the clone, so that an
 # interrupted `make train` resumes where it stopped, mid-epoch included). Every choice (best epoch, ensemble
 # weights, the intervals' calibration) is made on the tune half of the validation split; the report half is for
-# the figures only. About 10.5 h on 2 CPU cores: the whole-film members (224 px from ImageNet, 10 epochs, ~2 h;
+# the figures only. About 9 h on 2 CPU cores: the whole-film members (224 px from ImageNet, 10 epochs, ~2 h;
 # 299 px warm start, 3 epochs, ~1.5 h; 256 px with the early stages frozen, 6 epochs, ~2 h), every training
 # film localized with the shipped localizer (`make crops`, ~40 min), the hand and carpal members (`make members`,
-# ~2 h), the ensemble of views with its interval (`make views-ensemble`, ~20 min) and the quality gate's network
+# ~2 h), the ensemble of views with its interval (`make views-ensemble`, ~25 min) and the quality gate's network
 # (~30 min). The localizer itself is rebuilt by `make localizer` (its SHA-256 is pinned in the crop members'
 # configs, which then need the new one).
 RUNS   ?= $(HOME)/boneage-runs
@@ -111,6 +111,14 @@ members: setup
 	$(VENV)/bin/boneage train --config configs/lite0-carpal-224.yaml --resume
 	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-carpal-224/best.pt \
 		--out $(MEMBERS)/boneage-lite0-carpal-224.pt
+
+# Long training in stages (issue 9, docs/TRAINING.md "Long training in stages"): each stage warm-starts from
+# the previous stage's committed export, fits one session (about 75 min on 2 cores) and is exported into
+# assets/models/members/ when it ends, to be committed. Resumable within a session.
+stages: setup
+	$(VENV)/bin/boneage train --config configs/lite0-film-256-stage2.yaml --resume
+	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-film-256-stage2/best.pt \
+		--out $(MEMBERS)/boneage-lite0-film-256-stage2.pt
 
 # The shipped model, the ensemble of views (issue 9), from its members' files: the three whole-film members,
 # the hand and the carpal member, weights chosen on the tune half (a member of weight 0 is left out), its 90 %
