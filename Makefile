@@ -114,7 +114,8 @@ members: setup
 
 # Long training in stages (issue 9, docs/TRAINING.md "Long training in stages"): each stage warm-starts from
 # the previous stage's committed export, fits one session (about 75 min on 2 cores) and is exported into
-# assets/models/members/ when it ends, to be committed. Resumable within a session.
+# assets/models/members/ when it ends, to be committed if it beats the stage before on the tune half (stage 2,
+# 2026-12-03: best 6.81 against 6.79, not committed). Resumable within a session.
 stages: setup
 	$(VENV)/bin/boneage train --config configs/lite0-film-256-stage2.yaml --resume
 	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-film-256-stage2/best.pt \
