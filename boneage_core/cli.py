@@ -184,7 +184,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     parser = argparse.ArgumentParser(prog="boneage", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -297,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .review import commands, report, study_report
     from .training import export, gate, localizer
 
-    # `boneage export`, `ensemble`, `heat-share`, `train-gate`, `train-localizer`/`localize`, `study summary|list`, `report`,
-    # `import`, `dicom-node`, `adapt`: each defined beside its code
+    # `boneage export`, `ensemble`, `heat-share`, `train-gate`, `train-localizer`/`localize`,
+    # `study summary|list`, `report`, `import`, `dicom-node`, `adapt`: each defined beside its code
     for module in (export, heat, gate, localizer, study_report, report, importer, node, adapt):
         module.add_parser(sub)
     commands.add_commands(sub)  # `boneage users ...` (reader accounts), `boneage log verify|migrate`

@@ -175,10 +175,9 @@ def test_export_member_takes_one_member_out_and_an_ensemble_is_rebuilt_from_its_
     assert taken.meta.preprocess["input_size"] == 96
     assert taken.meta.training["taken_from"] == {"ensemble": "e", "weights_sha256": source.weights_sha256}
     (inside,) = [m.net for m in members_of(source) if m.version == "m96-2"]
+    # the ensemble's half-precision weights, unchanged
     for k, v in inside.state_dict().items():
-        assert torch.equal(taken.net.state_dict()[k], v), (
-            k
-        )  # the ensemble's half-precision weights, unchanged
+        assert torch.equal(taken.net.state_dict()[k], v), k
 
     rebuilt = tmp_path / "rebuilt.pt"
     taken_a = tmp_path / "m64.pt"
