@@ -138,7 +138,6 @@ views-ensemble: setup
 	$(MAKE) evaluate-val
 	$(VENV)/bin/boneage compare docs/eval/0.3.0-report/predictions.csv \
 		assets/eval/rsna-val-report/predictions.csv --n-boot 2000 > assets/eval/views-ensemble-report/compare-vs-0.3.0.json
-	cp assets/eval/rsna-val-report/metrics.json assets/eval/rsna-val-report/predictions.csv assets/eval/views-ensemble-report/
 	$(VENV)/bin/boneage heat-share --images ../shared/data/rsna-fullres --labels ../shared/data/rsna-fullres/labels.csv \
 		--out assets/eval/heat-share-fullres.json
 
