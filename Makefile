@@ -132,9 +132,7 @@ views-ensemble: setup
 		assets/models/boneage-lite0-224.pt $(MEMBERS)/boneage-lite0-hand-256.pt $(MEMBERS)/boneage-lite0-carpal-224.pt \
 		--version $(VIEWS_VERSION) --tta geo4 --tune-images $(IMAGES) --tune-labels $(TUNE) --out $(RUNS)/views-ensemble.pt
 	$(VENV)/bin/boneage calibrate --model $(RUNS)/views-ensemble.pt --images $(IMAGES) --labels $(TUNE) \
-		--out assets/models/boneage-lite0-ens.pt
-	rm -rf assets/eval/views-ensemble-tune
-	mv assets/models/boneage-lite0-ens.pt.calibration assets/eval/views-ensemble-tune
+		--out assets/models/boneage-lite0-ens.pt --outputs assets/eval/views-ensemble-tune
 	$(MAKE) evaluate-val
 	$(VENV)/bin/boneage compare docs/eval/0.3.0-report/predictions.csv \
 		assets/eval/rsna-val-report/predictions.csv --n-boot 2000 > assets/eval/views-ensemble-report/compare-vs-0.3.0.json

@@ -112,6 +112,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         args.labels,
         args.out,
         level=args.level,
+        outputs=args.outputs,
         device=args.device,
         progress=lambda it: tqdm(it, unit="film", desc="calibrate", mininterval=2),
     )
@@ -263,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--labels", type=Path, required=True, help="e.g. configs/splits/rsna-val-tune.csv")
     ca.add_argument("--level", type=float, default=0.9, help="coverage of the interval (default 0.9)")
     ca.add_argument("--out", type=Path, required=True, help="the calibrated copy of the model")
+    ca.add_argument(
+        "--outputs", type=Path, help="where the per-film predictions go (default: <out>.calibration/)"
+    )
     ca.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present, else cpu")
     ca.set_defaults(func=_calibrate)
 

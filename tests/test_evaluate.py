@@ -147,3 +147,50 @@ def test_compare_predictions_paired_bootstrap(tmp_path):
     assert lo < r["mae_diff_b_minus_a"] < hi < 0  # b is clearly better
     same = compare_predictions(tmp_path / "a.csv", tmp_path / "a.csv", n_boot=200)
     assert same["mae_diff_b_minus_a"] == 0 and same["ci95"] == [0, 0]
+
+
+def test_calibrate_writes_the_interval_and_keeps_the_weights(tmp_path: Path, rsna_train: Path, capsys):
+    """`boneage calibrate` on 24 real films: the interval refits from the predictions it wrote to
+    ``--outputs``, the weights (and their sha256) are the input's, and too few films is a clear error."""
+    from label_subsets import first_labels
+
+    from boneage_core.cli import main
+    from boneage_core.model.checkpoint import load_checkpoint
+    from boneage_core.model.intervals import conformal_quantile
+
+    model = Path(__file__).resolve().parents[1] / "assets/models/boneage-lite0-224.pt"
+    labels = tmp_path / "tune.csv"
+    first_labels(rsna_train, labels, 24)
+    out, outputs = tmp_path / "calibrated.pt", tmp_path / "calibration"
+    argv = [
+        "calibrate",
+        "--model",
+        str(model),
+        "--images",
+        str(rsna_train / "images"),
+        "--labels",
+        str(labels),
+    ]
+    assert main(argv + ["--out", str(out), "--outputs", str(outputs), "--device", "cpu"]) == 0
+
+    before, after = load_checkpoint(model), load_checkpoint(out)
+    assert after.weights_sha256 == before.weights_sha256
+    cal = after.meta.validation["interval"]
+    assert cal["n"] == 24 and cal["level"] == 0.9 and cal["labels"] == str(labels)
+    with open(outputs / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24 and not (tmp_path / "calibrated.pt.calibration").exists()
+    err = np.array([abs(float(r["predicted_months"]) - float(r["truth_months"])) for r in rows])
+    spread = np.array([float(r["view_sd_months"]) for r in rows])
+    scores = err if cal["method"] == "absolute" else err / (spread + cal["eps"])
+    # The CSV rounds to 0.01 month: the quantile refit from it agrees to that.
+    assert cal["q"] == pytest.approx(conformal_quantile(scores, 0.9), abs=0.02)
+    half = cal["q"] * (1.0 if cal["method"] == "absolute" else spread + cal["eps"])
+    assert cal["tune_coverage"] == pytest.approx(np.mean(err <= half), abs=1 / 24 + 1e-9)
+
+    few = tmp_path / "few.csv"
+    first_labels(rsna_train, few, 8)
+    argv = ["calibrate", "--model", str(model), "--images", str(rsna_train / "images"), "--labels", str(few)]
+    assert main(argv + ["--out", str(tmp_path / "few.pt"), "--device", "cpu"]) == 2
+    assert "needs at least 20 readable labelled films" in capsys.readouterr().err
+    assert not (tmp_path / "few.pt").exists()

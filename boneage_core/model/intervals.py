@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 METHODS = ("absolute", "scaled")
+#: Fewest calibration films: below that the conformal quantile is the largest error, or noise.
+MIN_FILMS = 20
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,8 @@ def calibrate(
 ) -> IntervalCalibration:
     """The narrower (on these films) of the absolute and the spread-scaled split-conformal intervals."""
     truth, predicted, spread = (np.asarray(a, dtype=np.float64) for a in (truth, predicted, spread))
-    if len(truth) < 20:
-        raise ValueError(f"calibrating an interval needs at least 20 films, got {len(truth)}")
+    if len(truth) < MIN_FILMS:
+        raise ValueError(f"calibrating an interval needs at least {MIN_FILMS} films, got {len(truth)}")
     err = np.abs(predicted - truth)
     eps = max(float(np.median(spread)), 0.5)  # keeps the scaled width away from 0 when the views agree
     candidates = []
