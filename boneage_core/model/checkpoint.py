@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ..errors import CheckpointError
 from .adapter import RECALIBRATION_METHODS, Adapter, split_state
-from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet
+from .net import ENSEMBLE_ARCH, OUTPUT_MAP_PREFIX, BoneAgeNet, EnsembleNet, OutputMap
 from .transforms import PreprocessConfig
 
 #: Format of the checkpoint dictionary; bump when its layout changes.
@@ -63,13 +63,19 @@ def save_checkpoint(
             f"{meta.version} carries a site's map of the estimate, which is not part of the network: "
             "write the base model and adapt it again (boneage adapt)"
         )
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = {k: (v.half() if half and _halves(k, v) else v) for k, v in model.state_dict().items()}
     payload = {"meta": meta.to_dict(), "state_dict": state, **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
     return weights_sha256(state)
+
+
+def _halves(key: str, v: torch.Tensor) -> bool:
+    """Shipped in half precision: the floating-point weights, not an ensemble's output map (its knots and
+    slopes set the estimate itself to a fraction of a month)."""
+    return v.is_floating_point() and not key.startswith(OUTPUT_MAP_PREFIX)
 
 
 def weights_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -82,6 +88,17 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
         buf.write(v.detach().cpu().contiguous().numpy().tobytes())
         h.update(buf.getvalue())
     return h.hexdigest()
+
+
+def _output_map(path: Path, state: dict[str, torch.Tensor]) -> OutputMap | None:
+    """The ensemble's output map from its tensors (None when it has none: the identity)."""
+    if OUTPUT_MAP_PREFIX + "knots" not in state:
+        return None
+    try:
+        k, v, s = (state[OUTPUT_MAP_PREFIX + n].double().tolist() for n in ("knots", "values", "slopes"))
+        return OutputMap(k, v, (s[0], s[1]))
+    except (KeyError, ValueError, IndexError, TypeError) as e:
+        raise CheckpointError(f"{path.name}: its output map is not a monotone map: {e}") from e
 
 
 @dataclass
@@ -128,13 +145,18 @@ def load_checkpoint(path: Path, device: str = "cpu") -> LoadedModel:
         net = EnsembleNet(
             [(m["arch"], int(m["preprocess"]["input_size"])) for m in members],
             views=[m["preprocess"].get("view", "film") for m in members],
+            output_map=_output_map(path, state),
         )
         if "member_weights" not in state:  # written before ensembles had weights: the plain mean
             state = {**state, "member_weights": net.member_weights.clone()}
+        if OUTPUT_MAP_PREFIX + "knots" not in state:  # written before output maps: the identity
+            state = {**state, **{OUTPUT_MAP_PREFIX + k: v for k, v in net.output_map.state_dict().items()}}
     else:
         net = BoneAgeNet(meta.arch, pretrained=False)
     try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        net.load_state_dict(
+            {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
+        )
     except RuntimeError as e:
         raise CheckpointError(f"{path.name}: weights do not fit {meta.arch}: {e}") from e
     net.eval().to(device)

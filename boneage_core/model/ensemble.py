@@ -4,7 +4,8 @@ An ensemble checkpoint (:class:`boneage_core.model.net.EnsembleNet`) reads the c
 member the view it was trained on (the whole film, the hand crop or the carpal square,
 :mod:`boneage_core.model.views`) at the input size it was trained at. Its weights are chosen on films that the reported figures never
 see (the *tune* half of the validation split, ``configs/splits/rsna-val-tune.csv``): :func:`choose_weights`
-searches the simplex on a grid for the lowest mean absolute error of the weighted mean;
+searches the simplex on a grid for the lowest mean absolute error of the weighted mean; on the same films
+an output map (:mod:`boneage_core.model.output_map`) may then undo the regression toward the mean age;
 :func:`build_ensemble` puts it together (``boneage ensemble``).
 """
 
@@ -24,9 +25,13 @@ from ..films.folder import film_id, list_films
 from ..films.labels import read_label_table
 from ..films.read import read_film
 from .checkpoint import LoadedModel, ModelMeta, load_checkpoint
-from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet
+from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet, OutputMap
+from .output_map import tune_output_map
 from .transforms import PreprocessConfig, split_views
 from .views import localizer_for, model_inputs, to_device, tta_inputs
+
+#: How the output map's cross-validation is logged.
+FOLDS_NOTE = "{folds}-fold cross-validated MAE {cv_mae_months:.3f} against {mae_months:.3f} unmapped"
 
 
 @dataclass
@@ -171,13 +176,16 @@ def build_ensemble(
     weights: list[float] | None = None,
     tune_images: Path | None = None,
     tune_labels: Path | None = None,
+    output_map_knots: list[float] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[EnsembleNet, ModelMeta]:
     """The ensemble of ``member_paths`` (ensembles among them are flattened), largest input first.
 
     Member weights: ``weights`` (in the order given), else chosen on the films of ``tune_labels`` (members
-    of weight 0 dropped), else equal. The ensemble reads the canonical film; each member resizes it to its
-    own input, as in training. Returns the network (eval mode) and its metadata, ready for shipping.
+    of weight 0 dropped), else equal. With ``output_map_knots`` (and ``tune_labels``) an output map of the
+    weighted mean is cross-validated on the tune films and kept when it lowers their cross-validated MAE.
+    The ensemble reads the canonical film; each member resizes it to its own input, as in training. Returns
+    the network (eval mode) and its metadata, ready for shipping.
     """
     members = load_members(member_paths)
     order = sorted(range(len(members)), key=lambda i: -int(members[i].preprocess["input_size"]))
@@ -185,6 +193,10 @@ def build_ensemble(
     if weights and len(weights) != len(members):
         raise BoneAgeError(f"--weights has {len(weights)} numbers for {len(members)} members")
     given = [weights[i] / sum(weights) for i in order] if weights else None
+    if output_map_knots and not tune_labels:
+        raise BoneAgeError(
+            "an output map is fitted on the tune films: give --tune-labels with --output-map-knots"
+        )
     net = _assemble(members, given)
     tta = tta or members[0].preprocess.get("tta", "flip")
     preprocess = ensemble_preprocess(members, tta)
@@ -213,7 +225,15 @@ def build_ensemble(
         )
         keep = [i for i, w in enumerate(chosen) if w > 0]  # a member of weight 0 would only cost time
         members = [members[i] for i in keep]
-        net = _assemble(members, chosen[keep].tolist())
+        output_map = None
+        if output_map_knots:
+            output_map, tuning["output_map"] = tune_output_map(chosen @ preds, truth, output_map_knots)
+            r = tuning["output_map"]
+            log(
+                f"output map, knots {r['knots_months']}: {FOLDS_NOTE.format(**r)}; "
+                + ("kept" if r["kept"] else "not kept (no gain)")
+            )
+        net = _assemble(members, chosen[keep].tolist(), output_map)
         preprocess = ensemble_preprocess(members, tta)
     w = net.member_weights.tolist()
     meta = ModelMeta(
@@ -255,11 +275,12 @@ def ensemble_preprocess(members: list[Member], tta: str) -> dict:
     }
 
 
-def _assemble(members: list, weights: list[float] | None) -> EnsembleNet:
+def _assemble(members: list, weights: list[float] | None, output_map: OutputMap | None = None) -> EnsembleNet:
     net = EnsembleNet(
         [(m.arch, int(m.preprocess["input_size"])) for m in members],
         weights,
         views=[m.preprocess["view"] for m in members],
+        output_map=output_map,
     )
     for dst, m in zip(net.members, members, strict=True):
         dst.load_state_dict(m.net.state_dict())

