@@ -207,15 +207,17 @@ class TrainAugment:
         self.pre = pre
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x`` on any device; the random draws come from ``generator`` (a CPU generator, or the global
+        CPU stream) and are then moved to ``x``'s device, so a batch is jittered alike on CPU and GPU."""
         n = x.shape[0]
         c = self.cfg
 
         def u(lo: float, hi: float) -> torch.Tensor:
-            return torch.rand(n, generator=generator) * (hi - lo) + lo
+            return (torch.rand(n, generator=generator) * (hi - lo) + lo).to(x.device)
 
         angle = u(-c.rotate_deg, c.rotate_deg) * math.pi / 180
         scale = u(*c.scale)
-        flip = torch.where(torch.rand(n, generator=generator) < c.hflip, -1.0, 1.0)
+        flip = torch.where(torch.rand(n, generator=generator) < c.hflip, -1.0, 1.0).to(x.device)
         tx, ty = u(-c.translate, c.translate) * 2, u(-c.translate, c.translate) * 2
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack(

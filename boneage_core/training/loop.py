@@ -188,8 +188,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             module.eval()
         for b in bar:
             idx = order[(b * d.world + d.rank) * cfg.optim.batch_size :][: cfg.optim.batch_size]
-            x = batch_to_model_input(train_set.images[idx], cfg.preprocess)
-            x = augment(x).to(d.device)
+            # Resized and jittered where the network runs (on a GPU the CPU would be the bottleneck).
+            x = augment(batch_to_model_input(train_set.images[idx].to(d.device), cfg.preprocess))
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             target = ((train_set.age[idx] - AGE_MEAN) / AGE_SCALE).to(d.device)
