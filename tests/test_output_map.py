@@ -195,3 +195,29 @@ def test_ensemble_cli_cross_validates_the_map_on_real_members_and_films(
     argv[argv.index(str(tune))] = str(few)
     assert main(argv + ["--output-map-knots", "72", "168"]) == 2
     assert "cross-validated on at least 45 tune films, got 30" in capsys.readouterr().err
+
+
+def test_export_without_output_map_is_the_ablation(tmp_path: Path, capsys):
+    from boneage_core.cli import main
+
+    omap = OutputMap([72.0, 168.0], [74.0, 165.0], (1.0, 1.1))
+    ens, meta = _two_member_ensemble(omap)
+    mapped = tmp_path / "mapped.pt"
+    save_checkpoint(mapped, ens, meta, half=True)
+    out = tmp_path / "unmapped.pt"
+    assert main(["export", "--checkpoint", str(mapped), "--out", str(out), "--without-output-map"]) == 0
+    a, b = load_checkpoint(mapped), load_checkpoint(out)
+    assert b.net.output_map.is_identity and b.meta.version == "mapped-unmapped"
+    assert b.meta.training["output_map_removed"] is True and "interval" not in b.meta.validation
+    x, male = torch.randn(2, 1, 299, 299), torch.tensor([1.0, 0.0])
+    with torch.no_grad():
+        assert b.net(x, male).tolist() == pytest.approx(
+            (a.net.forward_members(x, male) * 0.5).sum(0).tolist(), abs=1e-4
+        )
+        assert a.net(x, male).tolist() == pytest.approx(omap(b.net(x, male)).tolist(), abs=1e-4)
+    # an ensemble without a map, or a single model, has none to take out
+    assert (
+        main(["export", "--checkpoint", str(out), "--out", str(tmp_path / "x.pt"), "--without-output-map"])
+        == 2
+    )
+    assert "has no output map to take out" in capsys.readouterr().err

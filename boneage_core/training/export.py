@@ -2,7 +2,8 @@
 (half precision), validated on films when asked, with the figures stored in the checkpoint.
 
 ``boneage export --member VERSION`` writes one member of an ensemble as a model of its own, so that an
-ensemble is always rebuilt from its members' files (``make views-ensemble``)."""
+ensemble is always rebuilt from its members' files (``make views-ensemble``); ``--without-output-map`` writes
+an ensemble without its output map, for the map's ablation."""
 
 from __future__ import annotations
 
@@ -23,11 +24,28 @@ def export_command(args: argparse.Namespace) -> int:
     loaded = load_checkpoint(args.checkpoint)
     if args.member:
         net, meta = member_model(loaded, args.member)
+    elif args.without_output_map:
+        net, meta = unmapped_model(loaded)
     else:
         net, meta = loaded.net, loaded.meta
     if args.tta:
         meta.preprocess["tta"] = args.tta
     return _ship(args, net, meta)
+
+
+def unmapped_model(loaded: LoadedModel):
+    """The ensemble ``loaded`` with its output map replaced by the identity, version ``<version>-unmapped``:
+    the ablation of the map on films that did not choose it (``make views-ensemble``)."""
+    from ..model.net import ENSEMBLE_ARCH, OutputMap
+
+    if loaded.meta.arch != ENSEMBLE_ARCH or loaded.net.output_map.is_identity:
+        raise BoneAgeError(f"{loaded.path.name} ({loaded.meta.version}) has no output map to take out")
+    loaded.net.output_map = OutputMap()
+    meta = loaded.meta
+    meta.version = f"{meta.version}-unmapped"
+    meta.training = {**meta.training, "output_map_removed": True}
+    meta.validation = {k: v for k, v in meta.validation.items() if k != "interval"}  # it was the mapped one's
+    return loaded.net, meta
 
 
 def member_model(loaded: LoadedModel, version: str) -> tuple[BoneAgeNet, ModelMeta]:
@@ -114,6 +132,11 @@ def add_parser(sub) -> None:
     x.add_argument(
         "--member",
         help="from an ensemble, write only its member of this version (e.g. 0.2.0+lite0-film-299-warm)",
+    )
+    x.add_argument(
+        "--without-output-map",
+        action="store_true",
+        help="from an ensemble, write it with the identity in place of its output map (its ablation)",
     )
     x.add_argument("--fp32", action="store_true", help="keep single precision")
     x.add_argument(
