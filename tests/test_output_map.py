@@ -87,8 +87,10 @@ def test_fit_recovers_a_spline_with_its_knots():
 def test_fit_gives_no_map_where_the_best_spline_decreases_and_refuses_too_few_films():
     p = np.linspace(10, 230, 100)
     assert fit_output_map(p, np.where(p < 120, p, 240 - p), [120]) is None
-    with pytest.raises(ValueError, match="at least 40 films"):
-        fit_output_map(p[:39], p[:39], [72, 168])
+    with pytest.raises(ValueError, match="at least 30 films"):
+        fit_output_map(p[:29], p[:29], [72, 168])
+    with pytest.raises(ValueError, match="at least one knot"):
+        fit_output_map(p, p, [])
 
 
 def test_tune_keeps_the_map_only_when_cross_validation_gains():
@@ -194,7 +196,7 @@ def test_ensemble_cli_cross_validates_the_map_on_real_members_and_films(
     first_labels(rsna_train, few, 30)
     argv[argv.index(str(tune))] = str(few)
     assert main(argv + ["--output-map-knots", "72", "168"]) == 2
-    assert "cross-validated on at least 45 tune films, got 30" in capsys.readouterr().err
+    assert "cross-validated on at least 34 tune films, got 30" in capsys.readouterr().err
 
 
 def test_export_without_output_map_is_the_ablation(tmp_path: Path, capsys):
