@@ -53,10 +53,11 @@ benchmark: setup
 # The shipped model, rebuilt from ImageNet weights. Run state lives in $(RUNS) (outside the clone, so that an
 # interrupted `make train` resumes where it stopped, mid-epoch included). Every choice (best epoch, ensemble
 # weights, the intervals' calibration) is made on the tune half of the validation split; the report half is for
-# the figures only. About 9 h on 2 CPU cores: the whole-film members (224 px from ImageNet, 10 epochs, ~2 h;
+# the figures only. About 10 h on 2 CPU cores: the whole-film members (224 px from ImageNet, 10 epochs, ~2 h;
 # 299 px warm start, 3 epochs, ~1.5 h; 256 px with the early stages frozen, 6 epochs, ~2 h), every training
-# film localized with the shipped localizer (`make crops`, ~40 min), the hand and carpal members (`make members`,
-# ~2 h), the ensemble of views with its interval (`make views-ensemble`, ~25 min) and the quality gate's network
+# film localized with the shipped localizer (`make crops`, ~35 min), the hand and carpal members (`make members`,
+# ~2 h), the hand member's second stage with every layer trained (`make stages`, ~50 min), the ensemble of
+# views with its output map and interval (`make views-ensemble`, ~35 min) and the quality gate's network
 # (~30 min). The localizer itself is rebuilt by `make localizer` (its SHA-256 is pinned in the crop members'
 # configs, which then need the new one).
 RUNS   ?= $(HOME)/boneage-runs
@@ -74,7 +75,7 @@ train: setup
 	$(VENV)/bin/boneage train --config configs/lite0-film-256-long.yaml --resume
 	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-film-256-long/best.pt \
 		--out assets/models/boneage-lite0-256-long.pt
-	$(MAKE) crops members views-ensemble
+	$(MAKE) crops members stages views-ensemble
 	$(VENV)/bin/boneage train-gate --images $(IMAGES) --labels ../shared/data/rsna-train/labels.csv \
 		--exclude configs/splits/rsna-val.csv --tune $(TUNE) --report $(REPORT) \
 		--out assets/models/boneage-gate.pt --metrics assets/eval/gate/metrics.json
@@ -113,29 +114,44 @@ members: setup
 		--out $(MEMBERS)/boneage-lite0-carpal-224.pt
 
 # Long training in stages (issue 9, docs/TRAINING.md "Long training in stages"): each stage warm-starts from
-# the previous stage's committed export, fits one session (about 75 min on 2 cores) and is exported into
-# assets/models/members/ when it ends, to be committed if it beats the stage before on the tune half (stage 2,
-# 2026-12-03: best 6.81 against 6.79, not committed). Resumable within a session.
+# the previous stage's committed export, fits one session and is exported into assets/models/members/ when it
+# ends, to be committed if it beats the stage before on the tune half. Resumable within a session. The hand
+# member's second stage trains every layer (configs/lite0-hand-256-stage2.yaml; it needs `make crops`). The
+# 256 px film member's second stage on the frozen recipe (configs/lite0-film-256-stage2.yaml, 2026-12-03:
+# best 6.81 against 6.79) was not committed.
 stages: setup
-	$(VENV)/bin/boneage train --config configs/lite0-film-256-stage2.yaml --resume
-	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-film-256-stage2/best.pt \
-		--out $(MEMBERS)/boneage-lite0-film-256-stage2.pt
+	$(VENV)/bin/boneage train --config configs/lite0-hand-256-stage2.yaml --resume
+	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-hand-256-stage2/best.pt \
+		--out $(MEMBERS)/boneage-lite0-hand-256-stage2.pt
 
 # The shipped model, the ensemble of views (issue 9), from its members' files: the three whole-film members,
-# the hand and the carpal member, weights chosen on the tune half (a member of weight 0 is left out), its 90 %
-# interval calibrated on the tune half, then measured on the report half (`make evaluate-val`) against the
-# previous shipped model's figures there (0.3.0, docs/eval/0.3.0-report; paired bootstrap), and the share of
-# each member's Grad-CAM heat inside the hand mask on the 32 full-resolution films. About 25 min.
-VIEWS_VERSION := 0.4.0+lite0-views-film3-hand-carpal-geo4
+# the hand member (its second stage, all layers trained: `make stages`) and the carpal member, weights chosen
+# on the tune half (a member of weight 0 is left out), then an output map above 14 years (one knot at 168
+# months, kept only when its 10-fold cross-validated MAE on the tune half is lower: boneage_core/model/
+# output_map.py), its 90 % interval calibrated on the tune half. Then, on the report half: `make evaluate-val`,
+# the paired comparison with the previous shipped models (0.4.0 and 0.3.0, docs/eval/), the ensemble without
+# its map (the map's ablation), and the share of each member's Grad-CAM heat inside the hand mask on the 32
+# full-resolution films. About 35 min.
+VIEWS_VERSION := 0.5.0+lite0-views-film3-hand2-carpal-geo4-map168
+HAND_MEMBER ?= $(MEMBERS)/boneage-lite0-hand-256-stage2.pt
+REPORT_EVAL := assets/eval/views-ensemble-report
 views-ensemble: setup
 	$(VENV)/bin/boneage ensemble $(MEMBERS)/boneage-lite0-299-warm.pt assets/models/boneage-lite0-256-long.pt \
-		assets/models/boneage-lite0-224.pt $(MEMBERS)/boneage-lite0-hand-256.pt $(MEMBERS)/boneage-lite0-carpal-224.pt \
-		--version $(VIEWS_VERSION) --tta geo4 --tune-images $(IMAGES) --tune-labels $(TUNE) --out $(RUNS)/views-ensemble.pt
+		assets/models/boneage-lite0-224.pt $(HAND_MEMBER) $(MEMBERS)/boneage-lite0-carpal-224.pt \
+		--version $(VIEWS_VERSION) --tta geo4 --tune-images $(IMAGES) --tune-labels $(TUNE) \
+		--output-map-knots 168 --out $(RUNS)/views-ensemble.pt
 	$(VENV)/bin/boneage calibrate --model $(RUNS)/views-ensemble.pt --images $(IMAGES) --labels $(TUNE) \
 		--out assets/models/boneage-lite0-ens.pt --outputs assets/eval/views-ensemble-tune
 	$(MAKE) evaluate-val
-	$(VENV)/bin/boneage compare docs/eval/0.3.0-report/predictions.csv \
-		assets/eval/rsna-val-report/predictions.csv --n-boot 2000 > assets/eval/views-ensemble-report/compare-vs-0.3.0.json
+	mkdir -p $(REPORT_EVAL)
+	for old in 0.4.0 0.3.0; do $(VENV)/bin/boneage compare docs/eval/$$old-report/predictions.csv \
+		assets/eval/rsna-val-report/predictions.csv --n-boot 2000 > $(REPORT_EVAL)/compare-vs-$$old.json || exit 1; done
+	$(VENV)/bin/boneage export --checkpoint assets/models/boneage-lite0-ens.pt --without-output-map \
+		--out $(RUNS)/views-ensemble-unmapped.pt
+	$(VENV)/bin/boneage evaluate --model $(RUNS)/views-ensemble-unmapped.pt --images $(IMAGES) --labels $(REPORT) \
+		--out $(REPORT_EVAL)/unmapped
+	$(VENV)/bin/boneage compare $(REPORT_EVAL)/unmapped/predictions.csv assets/eval/rsna-val-report/predictions.csv \
+		--n-boot 2000 > $(REPORT_EVAL)/compare-map.json
 	$(VENV)/bin/boneage heat-share --images ../shared/data/rsna-fullres --labels ../shared/data/rsna-fullres/labels.csv \
 		--out assets/eval/heat-share-fullres.json
 
