@@ -21,7 +21,7 @@ from boneage_core.model.checkpoint import ModelMeta, load_checkpoint, save_check
 from boneage_core.model.ensemble import load_members, member_predictions
 from boneage_core.model.localizer import carpal_crop, hand_crop, load_localizer
 from boneage_core.model.net import BoneAgeNet
-from boneage_core.model.transforms import PreprocessConfig, to_model_input
+from boneage_core.model.transforms import PreprocessConfig, canonical_film, to_model_input
 from boneage_core.model.views import film_views, split_views
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,10 +111,12 @@ def test_each_member_reads_its_own_view(tmp_path, localizer, tune, rsna_train):
     for (view, size, _), net, w in zip(MEMBERS, ens.net.members, weights, strict=True):
         member_pre = PreprocessConfig(input_size=size, view=view)
         for k, film in enumerate(films):
+            # the crops are cut from the canonical film, as the training crops from the 299 px copies
+            canonical = canonical_film(film)
             pixels = {
                 "film": film,
-                "hand": hand_crop(film, localizer)[0],
-                "carpal": carpal_crop(film, localizer)[0],
+                "hand": hand_crop(canonical, localizer)[0],
+                "carpal": carpal_crop(canonical, localizer)[0],
             }
             with torch.no_grad():
                 y = net(to_model_input([pixels[view]], member_pre), torch.tensor([male[k]]))
@@ -206,3 +208,25 @@ def test_members_that_cannot_combine_are_refused(tmp_path, localizer):
     b = _member(tmp_path, "carpal", 64, 4, "f" * 64)
     with pytest.raises(BoneAgeError, match="localizer"):
         load_members([a, b])
+
+
+def test_crops_of_a_full_resolution_film_are_those_of_its_canonical_film(localizer, fullres_films):
+    """A full-resolution film's crops are cut from its canonical 299 px film, as the training crops were cut
+    from the RSNA copies (so the crop members see what they learnt on), and their boxes are put back onto
+    the film: the canonical box scaled by the film's size, rounded outwards."""
+    film = read_film(fullres_films[0]).pixels
+    canonical = canonical_film(film)
+    views = film_views([film], ("hand", "carpal"), localizer)
+    h, w = film.shape
+    for view, crop in (("hand", hand_crop), ("carpal", carpal_crop)):
+        pixels, cbox = crop(canonical, localizer)
+        got = views[view][0]
+        assert np.array_equal(got.pixels, pixels)  # cut from the canonical film, not the full-size one
+        x0, y0, x1, y1 = got.box
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert x0 <= cbox[0] * w / 299 < x0 + 1 and y0 <= cbox[1] * h / 299 < y0 + 1
+        assert x1 - 1 < cbox[2] * w / 299 <= x1 and y1 - 1 < cbox[3] * h / 299 <= y1
+    # a 299 px film is canonical already: its crops and boxes are those of the crop functions themselves
+    small = film_views([canonical], ("hand",), localizer)["hand"][0]
+    pixels, box = hand_crop(canonical, localizer)
+    assert np.array_equal(small.pixels, pixels) and small.box == box

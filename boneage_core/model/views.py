@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import BoneAgeError
-from .transforms import KNOWN_VIEWS, split_views, to_model_input, tta_views
+from .transforms import KNOWN_VIEWS, canonical_film, split_views, to_model_input, tta_views
 
 __all__ = [
     "KNOWN_VIEWS",
@@ -67,14 +67,22 @@ def film_views(films: list[np.ndarray], views: tuple[str, ...], localizer=None) 
     ``localizer`` (a :class:`boneage_core.model.localizer.Localizer`) is needed for ``hand`` and
     ``carpal``; its probabilities are computed once per film for both. ``film`` (and ``sam-crop``, whose
     crop the caller passes as the film) is the film itself.
+
+    The crops are cut from the **canonical** film (:func:`boneage_core.model.transforms.canonical_film`:
+    299 x 299, JPEG 92), as the training crops were cut from the 299 px RSNA copies, and their boxes mapped
+    back onto the film. Cut from a full-resolution film instead, a crop is sharper than any the crop
+    members saw in training (its 299 px copy's crop is upsampled): on the 32 full-resolution films that
+    moved 0.5.0's estimates 1.65 months from their copies' on average. A 299 px film is canonical already,
+    so its crops are unchanged.
     """
     out: dict[str, list[View]] = {}
     need_loc = [v for v in views if v in LOCALIZER_VIEWS]
-    probs = None
+    probs, canonical = None, []
     if need_loc:
         if localizer is None:
             raise BoneAgeError(f"the {need_loc[0]} view needs the hand localizer")
-        probs = localizer.probabilities(list(films)) if len(films) else []
+        canonical = [canonical_film(f) for f in films]
+        probs = localizer.probabilities(canonical) if len(films) else []
     from .localizer import carpal_crop, hand_crop
 
     for v in views:
@@ -82,8 +90,22 @@ def film_views(films: list[np.ndarray], views: tuple[str, ...], localizer=None) 
             out[v] = [View(f, (0, 0, f.shape[1], f.shape[0])) for f in films]
         else:
             crop = hand_crop if v == "hand" else carpal_crop
-            out[v] = [View(*crop(f, localizer, prob=p)) for f, p in zip(films, probs, strict=True)]
+            out[v] = [
+                View(pixels, _on_film(box, c.shape, f.shape))
+                for f, c, p in zip(films, canonical, probs, strict=True)
+                for pixels, box in [crop(c, localizer, prob=p)]
+            ]
     return out
+
+
+def _on_film(
+    box: tuple[int, int, int, int], canonical_shape: tuple[int, ...], film_shape: tuple[int, ...]
+) -> tuple[int, int, int, int]:
+    """A box on the canonical film (XYXY, exclusive) mapped onto the film, rounded outwards, inside it."""
+    (ch, cw), (h, w) = canonical_shape[:2], film_shape[:2]
+    sx, sy = w / cw, h / ch
+    x0, y0 = max(0, int(np.floor(box[0] * sx))), max(0, int(np.floor(box[1] * sy)))
+    return x0, y0, min(w, int(np.ceil(box[2] * sx))), min(h, int(np.ceil(box[3] * sy)))
 
 
 def model_inputs(films: list[np.ndarray], pre, localizer=None):
