@@ -126,6 +126,21 @@ def _two_member_ensemble(output_map: OutputMap | None) -> tuple[EnsembleNet, Mod
     return ens.eval(), meta
 
 
+def test_casting_an_ensemble_leaves_its_map_at_full_precision():
+    ens, _ = _two_member_ensemble(OutputMap([168.0], [167.9583], (1.0, 1.16006)))
+    before = {k: v.clone() for k, v in ens.output_map.state_dict().items()}
+    for cast in (
+        lambda n: n.float(),
+        lambda n: n.half(),
+        lambda n: n.to(torch.bfloat16),
+        lambda n: n.double(),
+    ):
+        cast(ens)
+        after = ens.output_map.state_dict()
+        assert all(after[k].dtype == torch.float64 and torch.equal(after[k], before[k]) for k in before)
+    assert ens.members[0].head[3].weight.dtype == torch.float64  # the members themselves do follow
+
+
 def test_the_map_survives_half_precision_shipping_and_the_hash_covers_it(tmp_path: Path):
     omap = OutputMap([72.0, 168.0], [73.2519, 166.4407], (1.01733, 1.04617))
     ens, meta = _two_member_ensemble(omap)

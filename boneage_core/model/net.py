@@ -143,6 +143,14 @@ class OutputMap(nn.Module):
         self.register_buffer("values", v)
         self.register_buffer("slopes", s)
 
+    def _apply(self, fn, recurse=True):
+        """Moves between devices, never casts: ``net.float()`` or ``.half()`` on an ensemble (a site's
+        fine-tuning does the former) would round the knots and change the estimate, and the hash."""
+        for name, buf in self._buffers.items():
+            if buf is not None:
+                self._buffers[name] = buf.to(fn(buf).device)
+        return self
+
     @property
     def is_identity(self) -> bool:
         return bool(
