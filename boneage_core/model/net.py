@@ -183,7 +183,7 @@ class EnsembleNet(nn.Module):
     ``member_weights`` ``(M,)`` sum to one (uniform unless chosen, e.g. on the tune half of the validation
     split by :func:`boneage_core.model.ensemble.choose_weights`). It is a buffer, so the weights hash covers it;
     checkpoints written before it existed load with uniform weights. ``output_map`` (identity unless given,
-    e.g. by :func:`boneage_core.model.ensemble.fit_output_map`) maps the weighted mean in months.
+    e.g. by :func:`boneage_core.model.output_map.tune_output_map`) maps the weighted mean in months.
     """
 
     def __init__(
