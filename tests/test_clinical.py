@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from dicom_fixtures import make_dicom
 
+from boneage_core.clinical.bands import band_masks
 from boneage_core.clinical.greulich_pyle import gp_sd_months, interpret, table_range
 from boneage_core.films.metadata import dicom_fields
 from boneage_core.films.read import read_film
@@ -123,6 +124,29 @@ def test_a_film_carries_its_date_problems(film_pixels) -> None:
     assert film.meta.chronological_age_months is None
     assert film.meta.date_problems and "partial" in film.meta.date_problems[0]
     assert film.meta.to_dict()["date_problems"] == list(film.meta.date_problems)
+
+
+@pytest.mark.parametrize(
+    "months, band",
+    [
+        (0.0, "0-2 y"),
+        (23.99, "0-2 y"),
+        (24.0, "2-6 y"),
+        (71.9, "2-6 y"),
+        (72.0, "6-10 y"),
+        (119.5, "6-10 y"),
+        (120.0, "10-14 y"),
+        (168.0, "14-20 y"),
+        (239.9, "14-20 y"),
+        (240.0, None),
+        (-1.0, None),
+    ],
+)
+def test_an_age_lies_in_one_band_at_most_its_lower_edge_included(months: float, band: str | None) -> None:
+    masks = band_masks(np.array([months, 100.0]))
+    assert list(masks) == ["0-2 y", "2-6 y", "6-10 y", "10-14 y", "14-20 y"]
+    assert [label for label, sel in masks.items() if sel[0]] == ([band] if band else [])
+    assert masks["6-10 y"][1] and sum(sel[1] for sel in masks.values()) == 1
 
 
 @pytest.fixture

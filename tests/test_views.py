@@ -230,3 +230,19 @@ def test_crops_of_a_full_resolution_film_are_those_of_its_canonical_film(localiz
     small = film_views([canonical], ("hand",), localizer)["hand"][0]
     pixels, box = hand_crop(canonical, localizer)
     assert np.array_equal(small.pixels, pixels) and small.box == box
+
+
+def test_the_film_view_beside_crops_reads_the_canonical_film_once(localizer, fullres_films):
+    """Beside a crop view, a full-resolution film's ``film`` view is its canonical copy (made once for the
+    crops, not again by the network's input), its box still the whole film: the network input is the one
+    the film itself gives, to the last bit."""
+    film = read_film(fullres_films[1]).pixels
+    views = film_views([film], ("film", "hand"), localizer)
+    seen = views["film"][0]
+    assert seen.pixels.shape == (299, 299) and np.array_equal(seen.pixels, canonical_film(film))
+    assert seen.box == (0, 0, film.shape[1], film.shape[0])
+    pre = PreprocessConfig(input_size=256)
+    assert torch.equal(to_model_input([seen.pixels], pre), to_model_input([film], pre))
+    # alone, with no crop to cut, the film view is the film itself
+    alone = film_views([film], ("film",), localizer)["film"][0]
+    assert alone.pixels is film

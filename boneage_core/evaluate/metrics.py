@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..clinical.bands import AGE_BANDS_YEARS, band_label
+from ..clinical.bands import band_masks
 
 
 def _core(truth: np.ndarray, pred: np.ndarray) -> dict:
@@ -64,11 +64,7 @@ def agreement_metrics(
             "F": _core(t[m == 0.0], p[m == 0.0]),
             "M": _core(t[m == 1.0], p[m == 1.0]),
         }
-    years = t / 12.0
-    out["by_age_band"] = {
-        band_label(lo, hi): _core(t[(years >= lo) & (years < hi)], p[(years >= lo) & (years < hi)])
-        for lo, hi in AGE_BANDS_YEARS
-    }
+    out["by_age_band"] = {band: _core(t[sel], p[sel]) for band, sel in band_masks(t).items()}
     return out
 
 

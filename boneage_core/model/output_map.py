@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ..clinical.bands import AGE_BANDS_YEARS, band_label
+from ..clinical.bands import band_masks
 from ..errors import BoneAgeError
 from .net import OutputMap
 
@@ -66,12 +66,11 @@ def _apply(m: OutputMap | None, pred: np.ndarray) -> np.ndarray:
 
 
 def _band_bias(truth: np.ndarray, est: np.ndarray) -> dict[str, float | None]:
-    years = truth / 12.0
-    out = {}
-    for lo, hi in AGE_BANDS_YEARS:
-        sel = (years >= lo) & (years < hi)
-        out[band_label(lo, hi)] = round(float((est - truth)[sel].mean()), 3) if sel.any() else None
-    return out
+    err = est - truth
+    return {
+        band: round(float(err[sel].mean()), 3) if sel.any() else None
+        for band, sel in band_masks(truth).items()
+    }
 
 
 def tune_output_map(

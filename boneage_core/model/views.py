@@ -73,7 +73,8 @@ def film_views(films: list[np.ndarray], views: tuple[str, ...], localizer=None) 
     back onto the film. Cut from a full-resolution film instead, a crop is sharper than any the crop
     members saw in training (its 299 px copy's crop is upsampled): on the 32 full-resolution films that
     moved 0.5.0's estimates 1.65 months from their copies' on average. A 299 px film is canonical already,
-    so its crops are unchanged.
+    so its crops are unchanged. Where the crops need it, the ``film`` view's pixels are that canonical
+    film too (its box still the whole film), which is what the network would read of the film anyway.
     """
     out: dict[str, list[View]] = {}
     need_loc = [v for v in views if v in LOCALIZER_VIEWS]
@@ -87,7 +88,10 @@ def film_views(films: list[np.ndarray], views: tuple[str, ...], localizer=None) 
 
     for v in views:
         if v in ("film", "sam-crop"):
-            out[v] = [View(f, (0, 0, f.shape[1], f.shape[0])) for f in films]
+            # Made canonical already for the crops: the film view reads that copy (to_model_input takes a
+            # canonical film as is), so a full-resolution film is resized and JPEG-coded once, not twice.
+            seen = canonical or films
+            out[v] = [View(c, (0, 0, f.shape[1], f.shape[0])) for f, c in zip(films, seen, strict=True)]
         else:
             crop = hand_crop if v == "hand" else carpal_crop
             out[v] = [

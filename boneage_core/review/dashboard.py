@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..clinical.bands import AGE_BANDS_YEARS, band_label
+from ..clinical.bands import AGE_BANDS_YEARS, band_label, band_masks
 from ..errors import BoneAgeError
 from ..evaluate.metrics import agreement_metrics, icc_a1
 from .schema import Case
@@ -186,11 +186,10 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _in_bands(reference_months: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-    years = reference_months / 12.0
-    keep = np.zeros(len(years), bool)
-    for lo, hi in AGE_BANDS_YEARS:
-        if band_label(lo, hi) in labels:
-            keep |= (years >= lo) & (years < hi)
+    keep = np.zeros(len(reference_months), bool)
+    for band, sel in band_masks(reference_months).items():
+        if band in labels:
+            keep |= sel
     return keep
 
 

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..clinical.bands import AGE_BANDS_YEARS, band_label
+from ..clinical.bands import band_masks
 from ..evaluate.metrics import error_metrics
 
 SUMMARY_COLUMNS = [
@@ -54,9 +54,7 @@ def _rows(name: str, a: str, b: str, frame: pd.DataFrame, n_boot: int) -> list[d
     groups = {"all": np.ones(len(frame), bool)}
     for sex in ("F", "M"):
         groups[sex] = (frame["sex"] == sex).to_numpy()
-    years = frame["b"].to_numpy(float) / 12
-    for lo, hi in AGE_BANDS_YEARS:
-        groups[band_label(lo, hi)] = (years >= lo) & (years < hi)
+    groups.update(band_masks(frame["b"].to_numpy(float)))
     out = []
     for group, keep in groups.items():
         if not keep.any():
