@@ -139,7 +139,8 @@ views-ensemble: setup
 	$(VENV)/bin/boneage ensemble $(MEMBERS)/boneage-lite0-299-warm.pt assets/models/boneage-lite0-256-long.pt \
 		assets/models/boneage-lite0-224.pt $(HAND_MEMBER) $(MEMBERS)/boneage-lite0-carpal-224.pt \
 		--version $(VIEWS_VERSION) --tta geo4 --tune-images $(IMAGES) --tune-labels $(TUNE) \
-		--output-map-knots 168 --out $(RUNS)/views-ensemble.pt
+		--output-map-knots 168 --member-predictions assets/eval/views-ensemble-tune/members.csv \
+		--out $(RUNS)/views-ensemble.pt
 	$(VENV)/bin/boneage calibrate --model $(RUNS)/views-ensemble.pt --images $(IMAGES) --labels $(TUNE) \
 		--out assets/models/boneage-lite0-ens.pt --outputs assets/eval/views-ensemble-tune
 	$(MAKE) evaluate-val

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from label_subsets import first_labels
@@ -131,6 +132,8 @@ def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predic
                 str(rsna_train / "images"),
                 "--tune-labels",
                 str(tune),
+                "--member-predictions",
+                str(tmp_path / "tune-members.csv"),
             ]
         )
         == 0
@@ -155,6 +158,13 @@ def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predic
     assert float(np.abs(np.asarray(weights) @ preds - truth).mean()) == pytest.approx(
         tuning["mae_months"], abs=1e-3
     )
+    # and the tune predictions written beside it are those, member by member (all that were weighed,
+    # largest input first, those of weight 0 too), film by film
+    written = pd.read_csv(tmp_path / "tune-members.csv", dtype={"id": str})
+    assert list(written.columns) == ["id", "boneage", "m96-2", "m80-3", "m64-1"]
+    assert written["id"].tolist() == ids and written["boneage"].to_numpy() == pytest.approx(truth)
+    kept = [m["version"] for m in ens.meta.training["members"]]
+    assert pytest.approx(preds, abs=1e-3) == written[kept].to_numpy().T
 
 
 def test_export_member_takes_one_member_out_and_an_ensemble_is_rebuilt_from_its_members(

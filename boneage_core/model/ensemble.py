@@ -145,6 +145,23 @@ def member_predictions(
     return ids, np.asarray(truth, dtype=np.float64), np.concatenate(chunks, axis=1)
 
 
+def write_member_predictions(
+    path: Path, ids: list[str], truth: np.ndarray, preds: np.ndarray, versions: list[str]
+) -> None:
+    """``id,boneage,<version>...``: each member's estimate (months, ``preds`` ``(M, N)``) of each film, so that
+    other weightings or subsets of the members can be studied on the tune films without running them again."""
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"id": ids, "boneage": truth, **{v: np.round(p, 4) for v, p in zip(versions, preds, strict=True)}}
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
 def choose_weights(preds: np.ndarray, truth: np.ndarray, step: float = 0.05) -> tuple[np.ndarray, float]:
     """Weights on the simplex (multiples of ``step``) minimising the MAE of ``w @ preds`` against ``truth``.
 
@@ -177,6 +194,7 @@ def build_ensemble(
     tune_images: Path | None = None,
     tune_labels: Path | None = None,
     output_map_knots: list[float] | None = None,
+    predictions_out: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[EnsembleNet, ModelMeta]:
     """The ensemble of ``member_paths`` (ensembles among them are flattened), largest input first.
@@ -184,6 +202,7 @@ def build_ensemble(
     Member weights: ``weights`` (in the order given), else chosen on the films of ``tune_labels`` (members
     of weight 0 dropped), else equal. With ``output_map_knots`` (and ``tune_labels``) an output map of the
     weighted mean is cross-validated on the tune films and kept when it lowers their cross-validated MAE.
+    ``predictions_out``: write every member's estimate of each tune film there (:func:`write_member_predictions`).
     The ensemble reads the canonical film; each member resizes it to its own input, as in training. Returns
     the network (eval mode) and its metadata, ready for shipping.
     """
@@ -206,6 +225,8 @@ def build_ensemble(
             raise BoneAgeError("give either --weights or --tune-labels, not both")
         pre = PreprocessConfig.from_dict(preprocess)
         ids, truth, preds = member_predictions(net, pre, tune_images, tune_labels, tta)
+        if predictions_out:
+            write_member_predictions(predictions_out, ids, truth, preds, [m.version for m in members])
         chosen, mae = choose_weights(preds, truth)
         tuning = {
             "labels": str(tune_labels),

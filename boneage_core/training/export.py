@@ -90,6 +90,7 @@ def ensemble_command(args: argparse.Namespace) -> int:
         tune_images=args.tune_images,
         tune_labels=args.tune_labels,
         output_map_knots=args.output_map_knots,
+        predictions_out=args.member_predictions,
     )
     return _ship(args, net, meta)
 
@@ -183,6 +184,12 @@ def add_parser(sub) -> None:
         metavar="MONTHS",
         help="fit a monotone linear spline of the estimate with these knots on the tune films, kept when "
         "its cross-validated MAE there is lower (undoes the regression toward the mean age)",
+    )
+    en.add_argument(
+        "--member-predictions",
+        type=Path,
+        metavar="CSV",
+        help="with --tune-labels, write each member's estimate of every tune film (id,boneage,<version>...)",
     )
     en.add_argument(
         "--val-labels", type=Path, help="validate the ensemble on these films and store the figures"
