@@ -123,6 +123,9 @@ stages: setup
 	$(VENV)/bin/boneage train --config configs/lite0-hand-256-stage2.yaml --resume
 	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-hand-256-stage2/best.pt \
 		--out $(MEMBERS)/boneage-lite0-hand-256-stage2.pt
+	$(VENV)/bin/boneage train --config configs/lite0-hand-299-stage3.yaml --resume
+	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-hand-299-stage3/best.pt \
+		--out $(MEMBERS)/boneage-lite0-hand-299-stage3.pt
 
 # The shipped model, the ensemble of views (issue 9), from its members' files: the three whole-film members,
 # the hand member (its second stage, all layers trained: `make stages`) and the carpal member, weights chosen
@@ -132,12 +135,12 @@ stages: setup
 # the paired comparison with the previous shipped models (0.4.0 and 0.3.0, docs/eval/), the ensemble without
 # its map (the map's ablation), and the share of each member's Grad-CAM heat inside the hand mask on the 32
 # full-resolution films. About 35 min.
-VIEWS_VERSION := 0.5.0+lite0-views-film3-hand2-carpal-geo4-map168
-HAND_MEMBER ?= $(MEMBERS)/boneage-lite0-hand-256-stage2.pt
+VIEWS_VERSION := 0.6.0+lite0-views-hand299-geo4-map168
+HAND_MEMBERS ?= $(MEMBERS)/boneage-lite0-hand-256-stage2.pt $(MEMBERS)/boneage-lite0-hand-299-stage3.pt
 REPORT_EVAL := assets/eval/views-ensemble-report
 views-ensemble: setup
 	$(VENV)/bin/boneage ensemble $(MEMBERS)/boneage-lite0-299-warm.pt assets/models/boneage-lite0-256-long.pt \
-		assets/models/boneage-lite0-224.pt $(HAND_MEMBER) $(MEMBERS)/boneage-lite0-carpal-224.pt \
+		assets/models/boneage-lite0-224.pt $(HAND_MEMBERS) $(MEMBERS)/boneage-lite0-carpal-224.pt \
 		--version $(VIEWS_VERSION) --tta geo4 --tune-images $(IMAGES) --tune-labels $(TUNE) \
 		--output-map-knots 168 --member-predictions assets/eval/views-ensemble-tune/members.csv \
 		--out $(RUNS)/views-ensemble.pt
@@ -145,7 +148,7 @@ views-ensemble: setup
 		--out assets/models/boneage-lite0-ens.pt --outputs assets/eval/views-ensemble-tune
 	$(MAKE) evaluate-val
 	mkdir -p $(REPORT_EVAL)
-	for old in 0.4.0 0.3.0; do $(VENV)/bin/boneage compare docs/eval/$$old-report/predictions.csv \
+	for old in 0.5.0 0.4.0 0.3.0; do $(VENV)/bin/boneage compare docs/eval/$$old-report/predictions.csv \
 		assets/eval/rsna-val-report/predictions.csv --n-boot 2000 > $(REPORT_EVAL)/compare-vs-$$old.json || exit 1; done
 	$(VENV)/bin/boneage export --checkpoint assets/models/boneage-lite0-ens.pt --without-output-map \
 		--out $(RUNS)/views-ensemble-unmapped.pt

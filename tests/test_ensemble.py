@@ -14,6 +14,7 @@ from boneage_core.films.read import read_film
 from boneage_core.model.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from boneage_core.model.ensemble import choose_weights, load_members, member_predictions, members_of
 from boneage_core.model.net import BoneAgeNet, EnsembleNet
+from boneage_core.model.subsets import cheapest_within, subset_table
 from boneage_core.model.transforms import PreprocessConfig, to_model_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,6 +166,51 @@ def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predic
     assert written["id"].tolist() == ids and written["boneage"].to_numpy() == pytest.approx(truth)
     kept = [m["version"] for m in ens.meta.training["members"]]
     assert pytest.approx(preds, abs=1e-3) == written[kept].to_numpy().T
+
+
+def test_ensemble_cli_prunes_members_to_the_cheapest_subset_within_the_tolerance(
+    tmp_path: Path, rsna_train: Path, capsys
+):
+    """``--prune-tolerance``: of three members weighed on 16 real films, the ensemble keeps the subset that the
+    tolerance allows at the least cost, its weights and MAE those of that subset, the choice recorded."""
+    from boneage_core.cli import main
+
+    paths = [_tiny_member(tmp_path, 64, 1), _tiny_member(tmp_path, 96, 2), _tiny_member(tmp_path, 80, 3)]
+    tune = tmp_path / "tune.csv"
+    first_labels(rsna_train, tune, 16)
+    common = [
+        "--fp32",
+        "--tta",
+        "none",
+        "--tune-images",
+        str(rsna_train / "images"),
+        "--tune-labels",
+        str(tune),
+    ]
+    preds_csv = tmp_path / "members.csv"
+    out = tmp_path / "pruned.pt"
+    args = ["ensemble", *map(str, paths), "--out", str(out), "--version", "p", *common]
+    assert main([*args, "--prune-tolerance", "0", "--member-predictions", str(preds_csv)]) == 0
+    table = pd.read_csv(preds_csv, dtype={"id": str})
+    versions = ["m96-2", "m80-3", "m64-1"]
+    rows = subset_table(table[versions].to_numpy().T, table["boneage"].to_numpy(), [96, 80, 64])
+    best = cheapest_within(rows, 0.0)
+    ens = load_checkpoint(out)
+    record = ens.meta.training["weights_tuning"]["subsets"]
+    assert record["subsets_weighed"] == 7 and record["kept"]["members"] == [versions[i] for i in best.members]
+    kept = [m["version"] for m in ens.meta.training["members"]]
+    assert kept == [versions[i] for i, w in zip(best.members, best.weights, strict=True) if w > 0]
+    assert ens.meta.training["weights_tuning"]["mae_months"] == pytest.approx(best.mae, abs=1e-4)
+
+    # with room for anything, the smallest input alone
+    assert main([*args, "--prune-tolerance", "1000"]) == 0
+    alone = load_checkpoint(out)
+    assert [m["version"] for m in alone.meta.training["members"]] == ["m64-1"]
+    assert (
+        main(["ensemble", *map(str, paths), "--out", str(out), "--version", "p", "--prune-tolerance", "0.1"])
+        == 2
+    )
+    assert "give --tune-labels with --prune-tolerance" in capsys.readouterr().err
 
 
 def test_export_member_takes_one_member_out_and_an_ensemble_is_rebuilt_from_its_members(

@@ -195,6 +195,7 @@ def build_ensemble(
     tune_labels: Path | None = None,
     output_map_knots: list[float] | None = None,
     predictions_out: Path | None = None,
+    prune_tolerance: float | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[EnsembleNet, ModelMeta]:
     """The ensemble of ``member_paths`` (ensembles among them are flattened), largest input first.
@@ -203,6 +204,8 @@ def build_ensemble(
     of weight 0 dropped), else equal. With ``output_map_knots`` (and ``tune_labels``) an output map of the
     weighted mean is cross-validated on the tune films and kept when it lowers their cross-validated MAE.
     ``predictions_out``: write every member's estimate of each tune film there (:func:`write_member_predictions`).
+    ``prune_tolerance`` (months): keep only the cheapest subset of members whose tune MAE is within it of the
+    best subset's (:mod:`boneage_core.model.subsets`), its weights chosen alike.
     The ensemble reads the canonical film; each member resizes it to its own input, as in training. Returns
     the network (eval mode) and its metadata, ready for shipping.
     """
@@ -212,6 +215,8 @@ def build_ensemble(
     if weights and len(weights) != len(members):
         raise BoneAgeError(f"--weights has {len(weights)} numbers for {len(members)} members")
     given = [weights[i] / sum(weights) for i in order] if weights else None
+    if prune_tolerance is not None and not tune_labels:
+        raise BoneAgeError("members are pruned on the tune films: give --tune-labels with --prune-tolerance")
     if output_map_knots and not tune_labels:
         raise BoneAgeError(
             "an output map is fitted on the tune films: give --tune-labels with --output-map-knots"
@@ -228,6 +233,9 @@ def build_ensemble(
         if predictions_out:
             write_member_predictions(predictions_out, ids, truth, preds, [m.version for m in members])
         chosen, mae = choose_weights(preds, truth)
+        subsets = None
+        if prune_tolerance is not None:
+            chosen, mae, subsets = _pruned(members, preds, truth, prune_tolerance, log)
         tuning = {
             "labels": str(tune_labels),
             "n": len(ids),
@@ -236,6 +244,8 @@ def build_ensemble(
             "uniform_mae_months": round(float(np.abs(preds.mean(0) - truth).mean()), 4),
             "chosen": {m.version: round(float(w), 4) for m, w in zip(members, chosen, strict=True)},
         }
+        if subsets:
+            tuning["subsets"] = subsets
         log(
             f"weights chosen on {len(ids)} films of {tune_labels}: "
             + ", ".join(
@@ -280,6 +290,32 @@ def build_ensemble(
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     return net.eval(), meta
+
+
+def _pruned(
+    members: list[Member], preds: np.ndarray, truth: np.ndarray, tolerance: float, log: Callable[[str], None]
+) -> tuple[np.ndarray, float, dict]:
+    """The weights (0 for a member left out) and tune MAE of the cheapest subset within ``tolerance``
+    months of the best, and the record of that choice for the checkpoint's metadata."""
+    from .subsets import cheapest_within, subset_table
+
+    rows = subset_table(preds, truth, [int(m.preprocess["input_size"]) for m in members])
+    kept, best = cheapest_within(rows, tolerance), min(rows, key=lambda r: r.mae)
+    versions = [m.version for m in members]
+    chosen = np.zeros(len(members))
+    chosen[list(kept.members)] = kept.weights
+    log(
+        f"members pruned within {tolerance} months of the best subset's tune MAE {best.mae:.3f}: kept "
+        + ", ".join(versions[i] for i in kept.members)
+        + f" (MAE {kept.mae:.3f}, {kept.cost / best.cost:.0%} of the best subset's pixels)"
+    )
+    record = {
+        "tolerance_months": tolerance,
+        "subsets_weighed": len(rows),
+        "best": best.to_dict(versions),
+        "kept": kept.to_dict(versions),
+    }
+    return chosen, kept.mae, record
 
 
 def ensemble_preprocess(members: list[Member], tta: str) -> dict:

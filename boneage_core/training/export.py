@@ -91,6 +91,7 @@ def ensemble_command(args: argparse.Namespace) -> int:
         tune_labels=args.tune_labels,
         output_map_knots=args.output_map_knots,
         predictions_out=args.member_predictions,
+        prune_tolerance=args.prune_tolerance,
     )
     return _ship(args, net, meta)
 
@@ -184,6 +185,13 @@ def add_parser(sub) -> None:
         metavar="MONTHS",
         help="fit a monotone linear spline of the estimate with these knots on the tune films, kept when "
         "its cross-validated MAE there is lower (undoes the regression toward the mean age)",
+    )
+    en.add_argument(
+        "--prune-tolerance",
+        type=float,
+        metavar="MONTHS",
+        help="with --tune-labels, keep only the cheapest subset of members (fewest input pixels) whose tune MAE "
+        "is within MONTHS of the best subset's (e.g. 0.01)",
     )
     en.add_argument(
         "--member-predictions",
