@@ -118,31 +118,32 @@ members: setup
 # ends, to be committed if it beats the stage before on the tune half. Resumable within a session. The hand
 # member's second stage trains every layer (configs/lite0-hand-256-stage2.yaml; it needs `make crops`). The
 # 256 px film member's second stage on the frozen recipe (configs/lite0-film-256-stage2.yaml, 2026-12-03:
-# best 6.81 against 6.79) was not committed.
+# best 6.81 against 6.79) was not committed, nor the hand member's third stage at 299 px
+# (configs/lite0-hand-299-stage3.yaml, 2026-12-04: 6.61 against 6.65 with the mirror view, but 6.51 against
+# 6.31 alone with the shipped four views, and no gain in any ensemble on the tune half).
 stages: setup
 	$(VENV)/bin/boneage train --config configs/lite0-hand-256-stage2.yaml --resume
 	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-hand-256-stage2/best.pt \
 		--out $(MEMBERS)/boneage-lite0-hand-256-stage2.pt
-	$(VENV)/bin/boneage train --config configs/lite0-hand-299-stage3.yaml --resume
-	$(VENV)/bin/boneage export --checkpoint $(RUNS)/lite0-hand-299-stage3/best.pt \
-		--out $(MEMBERS)/boneage-lite0-hand-299-stage3.pt
 
-# The shipped model, the ensemble of views (issue 9), from its members' files: the three whole-film members,
-# the hand member (its second stage, all layers trained: `make stages`) and the carpal member, weights chosen
-# on the tune half (a member of weight 0 is left out), then an output map above 14 years (one knot at 168
-# months, kept only when its 10-fold cross-validated MAE on the tune half is lower: boneage_core/model/
+# The shipped model, the ensemble of views (issue 9), from its members' files: of the candidates (the three
+# whole-film members, the hand member's second stage, every layer trained: `make stages`, and the carpal
+# member), the cheapest subset whose tune MAE is within 0.01 months of the best subset's (fewest input pixels:
+# boneage_core/model/subsets.py), weights chosen on the tune half, then an output map above 14 years (one knot
+# at 168 months, kept only when its 10-fold cross-validated MAE on the tune half is lower: boneage_core/model/
 # output_map.py), its 90 % interval calibrated on the tune half. Then, on the report half: `make evaluate-val`,
-# the paired comparison with the previous shipped models (0.4.0 and 0.3.0, docs/eval/), the ensemble without
-# its map (the map's ablation), and the share of each member's Grad-CAM heat inside the hand mask on the 32
-# full-resolution films. About 35 min.
-VIEWS_VERSION := 0.6.0+lite0-views-hand299-geo4-map168
-HAND_MEMBERS ?= $(MEMBERS)/boneage-lite0-hand-256-stage2.pt $(MEMBERS)/boneage-lite0-hand-299-stage3.pt
+# the paired comparison with the previous shipped models (0.5.0, 0.4.0 and 0.3.0, docs/eval/), the ensemble
+# without its map (the map's ablation), and the share of each member's Grad-CAM heat inside the hand mask on
+# the 32 full-resolution films. About 25 min (the candidates' tune estimates are most of it; they are kept in
+# assets/eval/views-ensemble-tune/members.csv).
+VIEWS_VERSION := 0.6.0+lite0-views-film256-hand256-geo4-map168
+VIEW_MEMBERS ?= $(MEMBERS)/boneage-lite0-299-warm.pt assets/models/boneage-lite0-256-long.pt \
+	assets/models/boneage-lite0-224.pt $(MEMBERS)/boneage-lite0-hand-256-stage2.pt $(MEMBERS)/boneage-lite0-carpal-224.pt
 REPORT_EVAL := assets/eval/views-ensemble-report
 views-ensemble: setup
-	$(VENV)/bin/boneage ensemble $(MEMBERS)/boneage-lite0-299-warm.pt assets/models/boneage-lite0-256-long.pt \
-		assets/models/boneage-lite0-224.pt $(HAND_MEMBERS) $(MEMBERS)/boneage-lite0-carpal-224.pt \
+	$(VENV)/bin/boneage ensemble $(VIEW_MEMBERS) \
 		--version $(VIEWS_VERSION) --tta geo4 --tune-images $(IMAGES) --tune-labels $(TUNE) \
-		--output-map-knots 168 --member-predictions assets/eval/views-ensemble-tune/members.csv \
+		--prune-tolerance 0.01 --output-map-knots 168 --member-predictions assets/eval/views-ensemble-tune/members.csv \
 		--out $(RUNS)/views-ensemble.pt
 	$(VENV)/bin/boneage calibrate --model $(RUNS)/views-ensemble.pt --images $(IMAGES) --labels $(TUNE) \
 		--out assets/models/boneage-lite0-ens.pt --outputs assets/eval/views-ensemble-tune

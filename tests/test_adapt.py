@@ -396,7 +396,7 @@ def test_a_tiny_forced_fine_tuning_trains_one_member_and_writes_a_loadable_model
         "--folds",
         "2",
         "--members",
-        "2",
+        "1",
         "--batch-size",
         "8",
     )
@@ -404,7 +404,7 @@ def test_a_tiny_forced_fine_tuning_trains_one_member_and_writes_a_loadable_model
     model, base = predictor.model, site["base_model"]
     meta = model.meta.adaptation
     assert model.adapter is None and meta["method"] == "finetune" and meta["n"] == 16
-    assert meta["finetune"]["members_trained"] == [2] and meta["finetune"]["epochs"] == 1
+    assert meta["finetune"]["members_trained"] == [1] and meta["finetune"]["epochs"] == 1
     assert meta["finetune"]["steps"] == 2
     assert meta["cv"]["folds"] == 2 and meta["cv"]["before"]["n"] == meta["cv"]["after"]["n"] == 16
     assert all(np.isfinite(meta["cv"]["after"][k]) for k in ("mae_months", "bias_months"))
@@ -412,19 +412,19 @@ def test_a_tiny_forced_fine_tuning_trains_one_member_and_writes_a_loadable_model
     assert meta["weights_sha256"] == model.weights_sha256
     assert model.weights_sha256 != base.weights_sha256
     new, old = model.net.state_dict(), base.net.state_dict()
-    assert not torch.equal(new["members.2.head.3.weight"], old["members.2.head.3.weight"])
+    assert not torch.equal(new["members.1.head.3.weight"], old["members.1.head.3.weight"])
     assert not torch.equal(
-        new["members.2.backbone.conv_head.weight"], old["members.2.backbone.conv_head.weight"]
+        new["members.1.backbone.conv_head.weight"], old["members.1.backbone.conv_head.weight"]
     )
-    assert torch.equal(new["members.2.backbone.conv_stem.weight"], old["members.2.backbone.conv_stem.weight"])
+    assert torch.equal(new["members.1.backbone.conv_stem.weight"], old["members.1.backbone.conv_stem.weight"])
     assert torch.equal(
-        new["members.2.backbone.blocks.0.0.conv_dw.weight"],
-        old["members.2.backbone.blocks.0.0.conv_dw.weight"],
+        new["members.1.backbone.blocks.0.0.conv_dw.weight"],
+        old["members.1.backbone.blocks.0.0.conv_dw.weight"],
     )
-    assert all(torch.equal(new[k], old[k]) for k in new if not k.startswith("members.2."))
+    assert all(torch.equal(new[k], old[k]) for k in new if not k.startswith("members.1."))
     members = model.meta.training["members"]
     assert (
-        members[2]["version"].endswith("+adapt-finetune-n16")
+        members[1]["version"].endswith("+adapt-finetune-n16")
         and members[0] == base.meta.training["members"][0]
     )
     pred = predictor.predict_film(read_film(site["images"] / f"{rows[0]['id']}.jpg"), "F")
