@@ -57,7 +57,7 @@ benchmark: setup
 # 299 px warm start, 3 epochs, ~1.5 h; 256 px with the early stages frozen, 6 epochs, ~2 h), every training
 # film localized with the shipped localizer (`make crops`, ~35 min), the hand and carpal members (`make members`,
 # ~2 h), the hand member's second stage with every layer trained (`make stages`, ~50 min), the ensemble of
-# views with its output map and interval (`make views-ensemble`, ~35 min) and the quality gate's network
+# views with its output map and interval (`make views-ensemble`, ~25 min) and the quality gate's network
 # (~30 min). The localizer itself is rebuilt by `make localizer` (its SHA-256 is pinned in the crop members'
 # configs, which then need the new one).
 RUNS   ?= $(HOME)/boneage-runs

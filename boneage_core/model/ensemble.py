@@ -3,7 +3,7 @@
 An ensemble checkpoint (:class:`boneage_core.model.net.EnsembleNet`) reads the canonical film and gives each
 member the view it was trained on (the whole film, the hand crop or the carpal square,
 :mod:`boneage_core.model.views`) at the input size it was trained at. Its weights are chosen on films that the reported figures never
-see (the *tune* half of the validation split, ``configs/splits/rsna-val-tune.csv``): :func:`choose_weights`
+see (the *tune* half of the validation split, ``configs/splits/rsna-val-tune.csv``): :func:`boneage_core.model.subsets.choose_weights`
 searches the simplex on a grid for the lowest mean absolute error of the weighted mean; on the same films
 an output map (:mod:`boneage_core.model.output_map`) may then undo the regression toward the mean age;
 :func:`build_ensemble` puts it together (``boneage ensemble``).
@@ -12,7 +12,6 @@ an output map (:mod:`boneage_core.model.output_map`) may then undo the regressio
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from ..films.read import read_film
 from .checkpoint import LoadedModel, ModelMeta, load_checkpoint
 from .net import ENSEMBLE_ARCH, BoneAgeNet, EnsembleNet, OutputMap
 from .output_map import tune_output_map
+from .subsets import cheapest_within, choose_weights, subset_table
 from .transforms import PreprocessConfig, split_views
 from .views import localizer_for, model_inputs, to_device, tta_inputs
 
@@ -162,29 +162,6 @@ def write_member_predictions(
     tmp.replace(path)
 
 
-def choose_weights(preds: np.ndarray, truth: np.ndarray, step: float = 0.05) -> tuple[np.ndarray, float]:
-    """Weights on the simplex (multiples of ``step``) minimising the MAE of ``w @ preds`` against ``truth``.
-
-    ``preds`` is ``(M, N)``. Ties go to the weights closest to uniform. Returns ``(weights (M,), mae)``.
-    """
-    m = preds.shape[0]
-    if m == 1:
-        return np.ones(1), float(np.abs(preds[0] - truth).mean())
-    k = int(round(1 / step))
-    best: tuple[float, float, np.ndarray] | None = None
-    uniform = np.full(m, 1.0 / m)
-    for head in itertools.product(range(k + 1), repeat=m - 1):
-        if sum(head) > k:
-            continue
-        w = np.array([*head, k - sum(head)], dtype=np.float64) / k
-        mae = float(np.abs(w @ preds - truth).mean())
-        key = (round(mae, 9), float(np.abs(w - uniform).sum()), w)
-        if best is None or key[:2] < best[:2]:
-            best = key
-    assert best is not None
-    return best[2], best[0]
-
-
 def build_ensemble(
     member_paths: list[Path],
     *,
@@ -297,8 +274,6 @@ def _pruned(
 ) -> tuple[np.ndarray, float, dict]:
     """The weights (0 for a member left out) and tune MAE of the cheapest subset within ``tolerance``
     months of the best, and the record of that choice for the checkpoint's metadata."""
-    from .subsets import cheapest_within, subset_table
-
     rows = subset_table(preds, truth, [int(m.preprocess["input_size"]) for m in members])
     kept, best = cheapest_within(rows, tolerance), min(rows, key=lambda r: r.mae)
     versions = [m.version for m in members]

@@ -181,7 +181,7 @@ class EnsembleNet(nn.Module):
     the resized film (the resize weights sum to one), so each member sees exactly what it saw in training.
 
     ``member_weights`` ``(M,)`` sum to one (uniform unless chosen, e.g. on the tune half of the validation
-    split by :func:`boneage_core.model.ensemble.choose_weights`). It is a buffer, so the weights hash covers it;
+    split by :func:`boneage_core.model.subsets.choose_weights`). It is a buffer, so the weights hash covers it;
     checkpoints written before it existed load with uniform weights. ``output_map`` (identity unless given,
     e.g. by :func:`boneage_core.model.output_map.tune_output_map`) maps the weighted mean in months.
     """
