@@ -96,6 +96,19 @@ def _tiny_member(tmp_path: Path, size: int, seed: int) -> Path:
     return path
 
 
+def _tune_args(rsna_train: Path, tune: Path) -> list[str]:
+    """``boneage ensemble`` options of these tests: full precision, no TTA, weights chosen on ``tune``."""
+    return [
+        "--fp32",
+        "--tta",
+        "none",
+        "--tune-images",
+        str(rsna_train / "images"),
+        "--tune-labels",
+        str(tune),
+    ]
+
+
 def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predictions(
     tmp_path: Path, rsna_train: Path
 ):
@@ -126,13 +139,7 @@ def test_ensemble_cli_tunes_weights_flattens_ensembles_and_matches_member_predic
                 str(out),
                 "--version",
                 "tuned",
-                "--fp32",
-                "--tta",
-                "none",
-                "--tune-images",
-                str(rsna_train / "images"),
-                "--tune-labels",
-                str(tune),
+                *_tune_args(rsna_train, tune),
                 "--member-predictions",
                 str(tmp_path / "tune-members.csv"),
             ]
@@ -178,15 +185,7 @@ def test_ensemble_cli_prunes_members_to_the_cheapest_subset_within_the_tolerance
     paths = [_tiny_member(tmp_path, 64, 1), _tiny_member(tmp_path, 96, 2), _tiny_member(tmp_path, 80, 3)]
     tune = tmp_path / "tune.csv"
     first_labels(rsna_train, tune, 16)
-    common = [
-        "--fp32",
-        "--tta",
-        "none",
-        "--tune-images",
-        str(rsna_train / "images"),
-        "--tune-labels",
-        str(tune),
-    ]
+    common = _tune_args(rsna_train, tune)
     preds_csv = tmp_path / "members.csv"
     out = tmp_path / "pruned.pt"
     args = ["ensemble", *map(str, paths), "--out", str(out), "--version", "p", *common]

@@ -209,10 +209,10 @@ def build_ensemble(
         ids, truth, preds = member_predictions(net, pre, tune_images, tune_labels, tta)
         if predictions_out:
             write_member_predictions(predictions_out, ids, truth, preds, [m.version for m in members])
-        chosen, mae = choose_weights(preds, truth)
-        subsets = None
-        if prune_tolerance is not None:
+        if prune_tolerance is not None:  # every subset weighed, the full set among them
             chosen, mae, subsets = _pruned(members, preds, truth, prune_tolerance, log)
+        else:
+            (chosen, mae), subsets = choose_weights(preds, truth), None
         tuning = {
             "labels": str(tune_labels),
             "n": len(ids),
