@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from label_subsets import first_labels
 
+from boneage_core.films.read import read_film
 from boneage_core.model.checkpoint import load_checkpoint
+from boneage_core.model.predictor import BoneAgePredictor
 from boneage_core.training.config import TrainConfig
 from boneage_core.training.data import split_ids
 from boneage_core.training.loop import lr_at, train
@@ -101,6 +104,31 @@ def test_resume_refuses_a_changed_recipe(tmp_path: Path, rsna_train: Path):
     train(TrainConfig.from_yaml(path), progress=False)
     with pytest.raises(ValueError, match="optim.lr"):
         train(TrainConfig.from_yaml(path, {"optim.lr": 0.5}), resume=True, progress=False)
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "geo4"])
+def test_the_best_epoch_is_chosen_with_the_test_time_views_it_ships_with(
+    tmp_path: Path, rsna_train: Path, tta
+):
+    """The run's tune MAE is the one the shipped model gets on those films: the same views (the
+    checkpoint's ``preprocess.tta``), computed as inference computes them (BoneAgePredictor)."""
+    path = _config(tmp_path, rsna_train, max_steps=1)
+    cfg = TrainConfig.from_yaml(path, {"preprocess.tta": tta})
+    train(cfg, progress=False)
+    best = load_checkpoint(cfg.out_dir / "best.pt")
+    assert best.meta.preprocess["tta"] == tta and best.meta.validation["val_tta"] == tta
+    rows = first_labels(rsna_train, tmp_path / "again.csv", 12)
+    films = [read_film(rsna_train / "images" / f"{r['id']}.jpg").pixels for r in rows]
+    male = [float(r["male"] == "True") for r in rows]
+    predictor = BoneAgePredictor(cfg.out_dir / "best.pt", device="cpu")
+    assert predictor.tta == tta
+    months = predictor.predict_batch(films, male)
+    truth = np.array([float(r["boneage"]) for r in rows])
+    assert best.meta.validation["val_mae"] == pytest.approx(float(np.abs(months - truth).mean()), abs=1e-3)
+    plain = BoneAgePredictor(cfg.out_dir / "best.pt", device="cpu", tta=False).predict_batch(films, male)
+    assert best.meta.validation["val_mae_no_tta"] == pytest.approx(
+        float(np.abs(plain - truth).mean()), abs=1e-3
+    )
 
 
 def test_lr_schedule_warms_up_then_decays():

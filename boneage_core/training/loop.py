@@ -29,7 +29,7 @@ import yaml
 
 from ..model.checkpoint import save_checkpoint
 from ..model.net import AGE_MEAN, AGE_SCALE, BoneAgeNet
-from ..model.transforms import PreprocessConfig, TrainAugment, batch_to_model_input
+from ..model.transforms import TTA_VIEWS, PreprocessConfig, TrainAugment, batch_to_model_input, tta_views
 from .config import TrainConfig
 from .data import FilmSet, dataset_ids, load_film_set
 from .distributed import Dist, autocast, init_distributed
@@ -63,30 +63,33 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 @torch.no_grad()
-def predict_tensor(
+def predict_views(
     net: torch.nn.Module,
     images: torch.Tensor,
     male: torch.Tensor,
     pre: PreprocessConfig,
     *,
-    tta: bool = True,
+    tta: str = "flip",
     batch_size: int = 64,
     channels_last: bool = True,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Months for canonical films ``(N, s, s) uint8``; ``tta`` averages with the mirrored film."""
+    """Months for canonical films ``(N, s, s) uint8`` under each test-time view of ``tta`` (a key of
+    :data:`boneage_core.model.transforms.TTA_VIEWS`, made by the same :func:`tta_views` as at inference):
+    ``(V, N)``, one row a view, in the order of ``TTA_VIEWS[tta]``."""
     net.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = batch_to_model_input(images[i : i + batch_size], pre).to(device)
         m = male[i : i + batch_size].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = net(x, m)
-        if tta:
-            y = 0.5 * (y + net(torch.flip(x, dims=[3]), m))
-        out.append(y.float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        rows = []
+        for v in tta_views(x, tta, pre):
+            if channels_last:
+                v = v.contiguous(memory_format=torch.channels_last)
+            rows.append(net(v, m).float().cpu())
+        out.append(torch.stack(rows))
+    n_views = len(TTA_VIEWS[tta])
+    return torch.cat(out, dim=1) if out else torch.empty(n_views, 0)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
@@ -252,31 +255,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
 
 def _validate(net: torch.nn.Module, val: FilmSet, cfg: TrainConfig, d: Dist) -> dict:
+    """The tune films' MAE with the run's test-time views (``preprocess.tta``: those it is shipped and
+    weighed in an ensemble with, so the best epoch is chosen as it will be used) and without any."""
     t = time.perf_counter()
+    tta = cfg.preprocess.tta
+    args = dict(channels_last=cfg.channels_last, device=d.device)
     with autocast(d, False):
-        plain = predict_tensor(
-            net,
-            val.images,
-            val.male,
-            cfg.preprocess,
-            tta=False,
-            channels_last=cfg.channels_last,
-            device=d.device,
+        views = predict_views(net, val.images, val.male, cfg.preprocess, tta=tta, **args)
+        plain = (
+            views[0]
+            if TTA_VIEWS[tta][0][0] == "identity"
+            else predict_views(net, val.images, val.male, cfg.preprocess, tta="none", **args)[0]
         )
-        flip = predict_tensor(
-            net,
-            torch.flip(val.images, dims=[2]),
-            val.male,
-            cfg.preprocess,
-            tta=False,
-            channels_last=cfg.channels_last,
-            device=d.device,
-        )
-    tta = 0.5 * (plain + flip)
+    mean = views.mean(0)
     return {
-        "val_mae": float((tta - val.age).abs().mean()),
+        "val_mae": float((mean - val.age).abs().mean()),
         "val_mae_no_tta": float((plain - val.age).abs().mean()),
-        "val_bias": float((tta - val.age).mean()),
+        "val_bias": float((mean - val.age).mean()),
+        "val_tta": tta,
         "val_n": len(val.ids),
         "val_seconds": round(time.perf_counter() - t, 1),
     }

@@ -18,7 +18,6 @@ from .data import FilmSet
 
 #: Settings that may differ between a run and its resumption.
 _RESUMABLE = {
-    "preprocess.tta",
     "optim.max_steps",
     "optim.checkpoint_every",
     "data.images",
