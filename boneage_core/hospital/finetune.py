@@ -32,9 +32,8 @@ from ..model.transforms import (
     PreprocessConfig,
     TrainAugment,
     batch_to_model_input,
-    canonical_film,
 )
-from ..model.views import film_views, tta_inputs
+from ..model.views import canonical_view, film_views, tta_inputs
 from ..training.loop import lr_at
 from .cases import SiteCase
 
@@ -90,9 +89,7 @@ def canonical_images(cases: list[SiteCase], pre: PreprocessConfig, localizer=Non
     films = [c.load() for c in cases]
     made = film_views(films, pre.views, localizer)
     return {
-        v: torch.from_numpy(
-            np.stack([canonical_film(one.pixels, pre.canonical_side, pre.canonical_jpeg) for one in made[v]])
-        )
+        v: torch.from_numpy(np.stack([canonical_view(one.pixels, v, pre) for one in made[v]]))
         for v in pre.views
     }
 

@@ -17,7 +17,7 @@ import torch
 
 from .net import BoneAgeNet, EnsembleNet
 from .transforms import PreprocessConfig, to_model_input
-from .views import View
+from .views import View, canonical_view
 
 
 class _FixedSex(torch.nn.Module):
@@ -81,7 +81,7 @@ def gradcam_heatmap(
         seen = (views or {}).get(view) or View(pixels, (0, 0, w, h))
         x0, y0, x1, y1 = seen.box
         wrapped = _FixedSex(one_net, float(male)).eval()
-        x = to_model_input([seen.pixels], member_pre).to(device)
+        x = to_model_input([canonical_view(seen.pixels, view, member_pre)], member_pre).to(device)
         with guard, GradCAMPlusPlus(model=wrapped, target_layers=[one_net.backbone.bn2]) as cam:
             one = cam(input_tensor=x, targets=[lambda out: out.sum()])[0]
         one = cv2.resize(

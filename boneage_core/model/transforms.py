@@ -41,7 +41,7 @@ GREY_STD = float(np.mean([0.229, 0.224, 0.225]))
 
 
 #: Every view a model member may read (:mod:`boneage_core.model.views`).
-KNOWN_VIEWS = ("film", "hand", "carpal", "sam-crop")
+KNOWN_VIEWS = ("film", "hand", "hand-eq", "carpal", "sam-crop")
 
 
 def split_views(view: str) -> tuple[str, ...]:
@@ -65,7 +65,8 @@ class PreprocessConfig:
     canonical_side: int = CANONICAL_SIDE
     canonical_jpeg: int | None = CANONICAL_JPEG
     #: "film": the whole film; "hand": the hand localizer's crop, background removed
-    #: (:func:`boneage_core.model.localizer.hand_view`); "carpal": the carpal square (``carpal_view``); "sam-crop": the SAM-cropped hand, background removed.
+    #: (:func:`boneage_core.model.localizer.hand_view`); "hand-eq": that crop with its grey levels stretched
+    #: (:mod:`boneage_core.model.intensity`); "carpal": the carpal square (``carpal_view``); "sam-crop": the SAM-cropped hand, background removed.
     #: An ensemble whose members read different views: theirs joined by "+" (``film+hand+carpal``).
     view: str = "film"
     #: For ``view`` "hand" or "carpal": the weights sha256 of the localizer that made the training crops; the

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 
 from ..errors import BoneAgeError
+from .intensity import view_pixels
 from .transforms import KNOWN_VIEWS, canonical_film, split_views, to_model_input, tta_views
 
 __all__ = [
     "KNOWN_VIEWS",
     "LOCALIZER_VIEWS",
     "View",
+    "canonical_view",
     "film_views",
     "model_inputs",
     "split_views",
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 #: Views the localizer makes.
-LOCALIZER_VIEWS = ("hand", "carpal")
+LOCALIZER_VIEWS = ("hand", "hand-eq", "carpal")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def film_views(films: list[np.ndarray], views: tuple[str, ...], localizer=None) 
             seen = canonical or films
             out[v] = [View(c, (0, 0, f.shape[1], f.shape[0])) for f, c in zip(films, seen, strict=True)]
         else:
-            crop = hand_crop if v == "hand" else carpal_crop
+            crop = carpal_crop if v == "carpal" else hand_crop  # hand-eq: the hand crop, stretched later
             out[v] = [
                 View(pixels, _on_film(box, c.shape, f.shape))
                 for f, c, p in zip(films, canonical, probs, strict=True)
@@ -112,6 +114,16 @@ def _on_film(
     return x0, y0, min(w, int(np.ceil(box[2] * sx))), min(h, int(np.ceil(box[3] * sy)))
 
 
+def canonical_view(pixels: np.ndarray, view: str, pre) -> np.ndarray:
+    """A view's pixels (``hw uint8``, as :func:`film_views` makes them and ``boneage localize --crops``
+    saves them) as its network reads them before resizing: given the view's grey-level normalisation
+    (:func:`boneage_core.model.intensity.view_pixels`: ``hand-eq`` only, on the crop itself, whose removed
+    background is exactly 0), then made canonical (:func:`boneage_core.model.transforms.canonical_film`).
+    Training's loader, :func:`model_inputs`, the Grad-CAM of a member and a site's fine-tuning all make a
+    view's input with this function."""
+    return canonical_film(view_pixels(pixels, view), pre.canonical_side, pre.canonical_jpeg)
+
+
 def model_inputs(films: list[np.ndarray], pre, localizer=None):
     """The network input of ``films`` (each ``HW uint8``): the normalised ``(N, 1, S, S)`` tensor of
     :func:`boneage_core.model.transforms.to_model_input` when the model reads one view, else
@@ -120,7 +132,7 @@ def model_inputs(films: list[np.ndarray], pre, localizer=None):
     if views in (("film",), ("sam-crop",)):
         return to_model_input(list(films), pre)
     made = film_views(films, views, localizer)
-    out = {v: to_model_input([one.pixels for one in made[v]], pre) for v in views}
+    out = {v: to_model_input([canonical_view(one.pixels, v, pre) for one in made[v]], pre) for v in views}
     return out[views[0]] if len(views) == 1 else out
 
 

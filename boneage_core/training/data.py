@@ -20,7 +20,8 @@ import torch
 from ..films.folder import film_id, list_films
 from ..films.labels import read_label_table
 from ..films.read import read_film
-from ..model.transforms import PreprocessConfig, canonical_film
+from ..model.transforms import PreprocessConfig
+from ..model.views import canonical_view
 from ..review.usable import usable_ids
 from .config import TrainConfig
 
@@ -81,8 +82,8 @@ def load_film_set(
         print(f"{len(missing)} of {len(ids)} labelled films have no file in {images}: left out")
         ids = [i for i in ids if i in paths]
 
-    def load(i: str) -> np.ndarray:
-        return canonical_film(read_film(paths[i]).pixels, pre.canonical_side, pre.canonical_jpeg)
+    def load(i: str) -> np.ndarray:  # the images of a crop view are its crops (`boneage localize --crops`)
+        return canonical_view(read_film(paths[i]).pixels, pre.view, pre)
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(load, ids))
